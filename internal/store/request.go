@@ -1,0 +1,302 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// State is a stored request state. Each API renders it in its own vocabulary.
+type State string
+
+// The stored states (see DESIGN.md, "One lifecycle").
+const (
+	StateDraft      State = "draft"      // created, waiting for (or receiving) the dump
+	StateQueued     State = "queued"     // process accepted, waiting for a worker
+	StateProcessing State = "processing" // a worker holds the lease
+	StateTesting    State = "testing"    // held for manual testing, released by skip_test
+	StateDone       State = "done"       // upgraded artifacts available
+	StateDelivered  State = "delivered"  // released by skip_test
+	StateFailed     State = "failed"     // stopped with a reason for the customer
+	StateCancelled  State = "cancelled"  // stopped by an operator
+)
+
+// Sentinel errors. Match them with errors.Is.
+var (
+	// ErrNotFound: no request has that id.
+	ErrNotFound = errors.New("store: request not found")
+	// ErrBadTransition: the request is not in a state the operation needs;
+	// the error is a *StateError that names both.
+	ErrBadTransition = errors.New("store: operation not allowed in this state")
+	// ErrUploadBusy: another upload (HTTP or SFTP) holds the request's upload lease.
+	ErrUploadBusy = errors.New("store: an upload is in progress")
+	// ErrNoUpload: process was asked for a request without a complete upload.
+	ErrNoUpload = errors.New("store: no complete upload")
+	// ErrLeaseLost: the upload lease was taken over or the request moved on.
+	ErrLeaseLost = errors.New("store: upload lease lost")
+)
+
+// StateError says which state a request is in and which states an operation
+// needs. It matches ErrBadTransition.
+type StateError struct {
+	Current State
+	Want    []State
+}
+
+func (e *StateError) Error() string {
+	want := make([]string, len(e.Want))
+	for i, s := range e.Want {
+		want[i] = string(s)
+	}
+	return fmt.Sprintf("store: request is %s, needs %s", e.Current, strings.Join(want, " or "))
+}
+
+// Is makes errors.Is(err, ErrBadTransition) true.
+func (e *StateError) Is(target error) bool { return target == ErrBadTransition }
+
+// Request is one upgrade request as stored.
+type Request struct {
+	ID        int64
+	Key       string
+	Contract  string
+	Email     string
+	Target    string
+	Aim       string
+	Filename  string
+	Timezone  *string
+	State     State
+	Issue     int64
+	CreatedAt time.Time
+
+	StateChangedAt time.Time
+
+	UploadSize        *int64
+	UploadSHA256      *string
+	UploadCompletedAt *time.Time
+	// Uploading is true while an unexpired upload lease is held.
+	Uploading bool
+
+	QueuedAt         *time.Time
+	ProcessedAt      *time.Time
+	FinishedAt       *time.Time
+	EstimatedSeconds *int32
+	DatabaseUUID     *string
+	DatabaseVersion  *string
+	PostgreSQL       *string
+	Compressions     []string
+	Filestore        bool
+	CustomerMessage  *string
+
+	SFTPGrantedAt *time.Time
+	SFTPExpiresAt *time.Time
+}
+
+// NewRequest holds what create needs; the key is chosen by the caller.
+type NewRequest struct {
+	Key      string
+	Contract string
+	Email    string
+	Target   string
+	Aim      string
+	Filename string
+	Timezone *string
+}
+
+const requestColumns = `id, key, contract, email, target, aim, filename, timezone, state, issue,
+	created_at, state_changed_at, upload_size, upload_sha256, upload_completed_at,
+	(upload_token IS NOT NULL AND upload_lease_until > now()),
+	queued_at, processed_at, finished_at, estimated_seconds, database_uuid, database_version,
+	postgresql, compressions, filestore, customer_message, sftp_granted_at, sftp_expires_at`
+
+func scanRequest(row pgx.Row) (Request, error) {
+	var r Request
+	err := row.Scan(&r.ID, &r.Key, &r.Contract, &r.Email, &r.Target, &r.Aim, &r.Filename,
+		&r.Timezone, &r.State, &r.Issue, &r.CreatedAt, &r.StateChangedAt, &r.UploadSize,
+		&r.UploadSHA256, &r.UploadCompletedAt, &r.Uploading, &r.QueuedAt, &r.ProcessedAt,
+		&r.FinishedAt, &r.EstimatedSeconds, &r.DatabaseUUID, &r.DatabaseVersion, &r.PostgreSQL,
+		&r.Compressions, &r.Filestore, &r.CustomerMessage, &r.SFTPGrantedAt, &r.SFTPExpiresAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Request{}, ErrNotFound
+	}
+	return r, err
+}
+
+// CreateRequest stores a new draft request and returns it.
+func (s *Store) CreateRequest(ctx context.Context, n NewRequest) (Request, error) {
+	r, err := scanRequest(s.pool.QueryRow(ctx, `
+		INSERT INTO requests (key, contract, email, target, aim, filename, timezone)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		RETURNING `+requestColumns,
+		n.Key, n.Contract, n.Email, n.Target, n.Aim, n.Filename, n.Timezone))
+	if err != nil {
+		return Request{}, fmt.Errorf("store: create request: %w", err)
+	}
+	return r, nil
+}
+
+// Request returns the request with that id, or ErrNotFound.
+func (s *Store) Request(ctx context.Context, id int64) (Request, error) {
+	r, err := scanRequest(s.pool.QueryRow(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, id))
+	if err != nil {
+		return Request{}, fmt.Errorf("store: get request %d: %w", id, err)
+	}
+	return r, nil
+}
+
+// lockRequest reads a request and locks its row for the rest of tx.
+func lockRequest(ctx context.Context, tx pgx.Tx, id int64) (Request, error) {
+	r, err := scanRequest(tx.QueryRow(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1 FOR UPDATE`, id))
+	if err != nil {
+		return Request{}, fmt.Errorf("store: lock request %d: %w", id, err)
+	}
+	return r, nil
+}
+
+func getRequest(ctx context.Context, tx pgx.Tx, id int64) (Request, error) {
+	r, err := scanRequest(tx.QueryRow(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, id))
+	if err != nil {
+		return Request{}, fmt.Errorf("store: get request %d: %w", id, err)
+	}
+	return r, nil
+}
+
+func needState(r Request, want ...State) error {
+	if slices.Contains(want, r.State) {
+		return nil
+	}
+	return &StateError{Current: r.State, Want: want}
+}
+
+// BeginUpload takes the upload lease of a draft request for token until
+// lease from now. It fails with ErrNotFound, a *StateError (not draft) or
+// ErrUploadBusy (another upload holds an unexpired lease).
+func (s *Store) BeginUpload(ctx context.Context, id int64, token string, lease time.Duration) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		r, err := lockRequest(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := needState(r, StateDraft); err != nil {
+			return err
+		}
+		if r.Uploading {
+			return ErrUploadBusy
+		}
+		_, err = tx.Exec(ctx, `UPDATE requests SET upload_token = $2, upload_lease_until = now() + $3::interval
+			WHERE id = $1`, id, token, lease)
+		if err != nil {
+			return fmt.Errorf("store: begin upload %d: %w", id, err)
+		}
+		return nil
+	})
+}
+
+// RenewUpload extends the upload lease held by token. It fails with
+// ErrLeaseLost when token no longer holds it.
+func (s *Store) RenewUpload(ctx context.Context, id int64, token string, lease time.Duration) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE requests SET upload_lease_until = now() + $3::interval
+		WHERE id = $1 AND upload_token = $2 AND state = 'draft'`, id, token, lease)
+	if err != nil {
+		return fmt.Errorf("store: renew upload %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrLeaseLost
+	}
+	return nil
+}
+
+// CompleteUpload records a finished upload of size bytes with the given
+// sha256 (hex) and releases the lease held by token. It fails with
+// ErrLeaseLost when token no longer holds the lease of a draft request.
+func (s *Store) CompleteUpload(ctx context.Context, id int64, token string, size int64, sha256 string) (Request, error) {
+	r, err := scanRequest(s.pool.QueryRow(ctx, `
+		UPDATE requests SET upload_size = $3, upload_sha256 = $4, upload_completed_at = now(),
+			upload_token = NULL, upload_lease_until = NULL
+		WHERE id = $1 AND upload_token = $2 AND state = 'draft'
+		RETURNING `+requestColumns, id, token, size, sha256))
+	if errors.Is(err, ErrNotFound) {
+		return Request{}, ErrLeaseLost
+	}
+	if err != nil {
+		return Request{}, fmt.Errorf("store: complete upload %d: %w", id, err)
+	}
+	return r, nil
+}
+
+// AbortUpload releases the lease held by token, leaving any earlier
+// complete upload as it was. Releasing a lease already lost is not an error.
+func (s *Store) AbortUpload(ctx context.Context, id int64, token string) error {
+	_, err := s.pool.Exec(ctx, `UPDATE requests SET upload_token = NULL, upload_lease_until = NULL
+		WHERE id = $1 AND upload_token = $2`, id, token)
+	if err != nil {
+		return fmt.Errorf("store: abort upload %d: %w", id, err)
+	}
+	return nil
+}
+
+// Process queues a draft request that has a complete upload and no running
+// upload. A request already queued or processing is returned unchanged (it is
+// never queued twice). It fails with ErrNotFound, ErrNoUpload, ErrUploadBusy
+// or a *StateError.
+func (s *Store) Process(ctx context.Context, id int64) (Request, error) {
+	var out Request
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		r, err := lockRequest(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		switch {
+		case r.State == StateQueued || r.State == StateProcessing:
+			out = r
+			return nil
+		case r.State != StateDraft:
+			return &StateError{Current: r.State, Want: []State{StateDraft}}
+		case r.Uploading:
+			return ErrUploadBusy
+		case r.UploadCompletedAt == nil:
+			return ErrNoUpload
+		}
+		if _, err := tx.Exec(ctx, `UPDATE requests SET state = 'queued', queued_at = now(),
+			state_changed_at = now() WHERE id = $1 AND state = 'draft'`, id); err != nil {
+			return fmt.Errorf("store: queue request %d: %w", id, err)
+		}
+		if err := addEvent(ctx, tx, id, "info", "Queued for processing."); err != nil {
+			return err
+		}
+		out, err = getRequest(ctx, tx, id)
+		return err
+	})
+	return out, err
+}
+
+// Transition moves a request from one of the states in from to state to,
+// and logs message in its request log. It fails with ErrNotFound or a
+// *StateError.
+func (s *Store) Transition(ctx context.Context, id int64, to State, message string, from ...State) (Request, error) {
+	var out Request
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		r, err := lockRequest(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := needState(r, from...); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE requests SET state = $2, state_changed_at = now() WHERE id = $1`, id, to); err != nil {
+			return fmt.Errorf("store: move request %d to %s: %w", id, to, err)
+		}
+		if message != "" {
+			if err := addEvent(ctx, tx, id, "info", message); err != nil {
+				return err
+			}
+		}
+		out, err = getRequest(ctx, tx, id)
+		return err
+	})
+	return out, err
+}

@@ -1,0 +1,193 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/upgrade-server/upgrade-server/internal/pgtest"
+	"github.com/upgrade-server/upgrade-server/internal/store"
+)
+
+func TestMain(m *testing.M) { pgtest.Exit(m) }
+
+func newRequest(t *testing.T, s *store.Store) store.Request {
+	t.Helper()
+	r, err := s.CreateRequest(context.Background(), store.NewRequest{
+		Key: "k", Contract: "M1", Email: "a@example.com", Target: "16.0", Aim: "test", Filename: "db.dump",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestCreateAndGet(t *testing.T) {
+	t.Parallel()
+	s, _ := pgtest.NewStore(t)
+	ctx := context.Background()
+	r := newRequest(t, s)
+	if r.State != store.StateDraft || r.ID == 0 || r.Issue == 0 || r.Uploading || r.UploadSize != nil {
+		t.Fatalf("new request = %+v", r)
+	}
+	got, err := s.Request(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Key != "k" || got.Filename != "db.dump" || !got.CreatedAt.Equal(r.CreatedAt) {
+		t.Fatalf("got %+v", got)
+	}
+	if _, err := s.Request(ctx, r.ID+1000); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown id: err = %v, want ErrNotFound", err)
+	}
+}
+
+func TestUploadLeaseAndProcess(t *testing.T) {
+	t.Parallel()
+	s, _ := pgtest.NewStore(t)
+	ctx := context.Background()
+	r := newRequest(t, s)
+
+	if _, err := s.Process(ctx, r.ID); !errors.Is(err, store.ErrNoUpload) {
+		t.Fatalf("process without upload: err = %v", err)
+	}
+	if err := s.BeginUpload(ctx, r.ID, "t1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BeginUpload(ctx, r.ID, "t2", time.Minute); !errors.Is(err, store.ErrUploadBusy) {
+		t.Fatalf("second upload: err = %v, want ErrUploadBusy", err)
+	}
+	if _, err := s.Process(ctx, r.ID); !errors.Is(err, store.ErrUploadBusy) {
+		t.Fatalf("process while uploading: err = %v", err)
+	}
+	if err := s.RenewUpload(ctx, r.ID, "t2", time.Minute); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("renew with the wrong token: err = %v", err)
+	}
+	got, err := s.CompleteUpload(ctx, r.ID, "t1", 1234, "abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Uploading || *got.UploadSize != 1234 || *got.UploadSHA256 != "abc" || got.UploadCompletedAt == nil {
+		t.Fatalf("after upload: %+v", got)
+	}
+	// A failed second upload keeps the first one.
+	if err := s.BeginUpload(ctx, r.ID, "t3", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AbortUpload(ctx, r.ID, "t3"); err != nil {
+		t.Fatal(err)
+	}
+	q, err := s.Process(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.State != store.StateQueued || q.QueuedAt == nil || *q.UploadSize != 1234 {
+		t.Fatalf("after process: %+v", q)
+	}
+	again, err := s.Process(ctx, r.ID)
+	if err != nil || again.State != store.StateQueued || !again.QueuedAt.Equal(*q.QueuedAt) {
+		t.Fatalf("second process: %+v, %v", again, err)
+	}
+	var se *store.StateError
+	err = s.BeginUpload(ctx, r.ID, "t4", time.Minute)
+	if !errors.As(err, &se) || se.Current != store.StateQueued || !errors.Is(err, store.ErrBadTransition) {
+		t.Fatalf("upload after process: err = %v", err)
+	}
+}
+
+func TestExpiredUploadLeaseIsTakenOver(t *testing.T) {
+	t.Parallel()
+	s, _ := pgtest.NewStore(t)
+	ctx := context.Background()
+	r := newRequest(t, s)
+	if err := s.BeginUpload(ctx, r.ID, "dead", time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := s.BeginUpload(ctx, r.ID, "live", time.Minute)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrUploadBusy) || time.Now().After(deadline) {
+			t.Fatalf("take over an expired lease: %v", err)
+		}
+	}
+	if _, err := s.CompleteUpload(ctx, r.ID, "dead", 1, "x"); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("the dead uploader completed: %v", err)
+	}
+}
+
+func TestConcurrentBeginUploadHasOneWinner(t *testing.T) {
+	t.Parallel()
+	s, _ := pgtest.NewStore(t)
+	r := newRequest(t, s)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins, busy := 0, 0
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.BeginUpload(context.Background(), r.ID, string(rune('a'+i)), time.Minute)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				wins++
+			case errors.Is(err, store.ErrUploadBusy):
+				busy++
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins != 1 || busy != 15 {
+		t.Fatalf("wins=%d busy=%d, want 1 and 15", wins, busy)
+	}
+}
+
+func TestTransitionAndEvents(t *testing.T) {
+	t.Parallel()
+	s, pool := pgtest.NewStore(t)
+	ctx := context.Background()
+	r := newRequest(t, s)
+	var se *store.StateError
+	if _, err := s.Transition(ctx, r.ID, store.StateDelivered, "x", store.StateTesting); !errors.As(err, &se) ||
+		se.Current != store.StateDraft || len(se.Want) != 1 || se.Want[0] != store.StateTesting {
+		t.Fatalf("skip_test in draft: err = %v", err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE requests SET state = 'testing' WHERE id = $1`, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Transition(ctx, r.ID, store.StateDelivered, "Tests skipped.", store.StateTesting)
+	if err != nil || got.State != store.StateDelivered {
+		t.Fatalf("skip_test: %+v %v", got, err)
+	}
+	evs, err := s.Events(ctx, r.ID, 10)
+	if err != nil || len(evs) != 1 || evs[0].Message != "Tests skipped." {
+		t.Fatalf("events = %+v, %v", evs, err)
+	}
+}
+
+func TestGrantSFTP(t *testing.T) {
+	t.Parallel()
+	s, _ := pgtest.NewStore(t)
+	ctx := context.Background()
+	r := newRequest(t, s)
+	keys := []store.SFTPKey{{Fingerprint: "SHA256:a", PublicKey: "ssh-ed25519 AAAA", Comment: "me"}}
+	got, err := s.GrantSFTP(ctx, r.ID, keys, time.Hour, store.StateDraft)
+	if err != nil || got.SFTPExpiresAt == nil || got.SFTPExpiresAt.Sub(*got.SFTPGrantedAt) != time.Hour {
+		t.Fatalf("grant: %+v %v", got, err)
+	}
+	stored, err := s.SFTPKeys(ctx, r.ID)
+	if err != nil || len(stored) != 1 || stored[0] != keys[0] {
+		t.Fatalf("keys = %+v, %v", stored, err)
+	}
+	if _, err := s.GrantSFTP(ctx, r.ID, keys, time.Hour, store.StateDone); !errors.Is(err, store.ErrBadTransition) {
+		t.Fatalf("grant in the wrong state: %v", err)
+	}
+}
