@@ -1,0 +1,217 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration, from flags and UPGRADE_* variables
+// (a flag wins over its variable, which wins over the default).
+type Config struct {
+	HTTPAddr        string
+	PublicURL       string
+	Region          string
+	DataDir         string
+	DatabaseURL     string
+	Targets         []string
+	Contracts       string
+	MaxUploadBytes  int64
+	SFTPPublicHost  string
+	SFTPPublicPort  int
+	SFTPAccessTTL   time.Duration
+	ShutdownTimeout time.Duration
+	LogFormat       string
+	LogLevel        string
+}
+
+const defaultTargets = "7.0,8.0,9.0,10.0,11.0,12.0,13.0,14.0,15.0,16.0,17.0,18.0,19.0"
+
+type setting struct {
+	name, env, def, help string
+}
+
+var settings = []setting{
+	{"http-addr", "UPGRADE_HTTP_ADDR", ":8080", "address the HTTP API listens on"},
+	{"public-url", "UPGRADE_PUBLIC_URL", "", "base of every URL the API returns (default: derived from the listen address, localhost for 0.0.0.0)"},
+	{"region", "UPGRADE_REGION", "eu1", "region segment of status and file URLs"},
+	{"data-dir", "UPGRADE_DATA_DIR", "./data", "data directory: uploads, artifacts, host keys, embedded PostgreSQL"},
+	{"database-url", "UPGRADE_DATABASE_URL", "", "PostgreSQL URL (default: an embedded cluster in <data-dir>/postgres)"},
+	{"targets", "UPGRADE_TARGETS", defaultTargets, "comma-separated valid target versions"},
+	{"contracts", "UPGRADE_CONTRACTS", "", "valid contracts: a comma-separated list, or @FILE with one per line (default: any non-empty contract)"},
+	{"max-upload-bytes", "UPGRADE_MAX_UPLOAD_BYTES", "100GiB", "largest accepted upload, in bytes or with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB); 0 means no limit"},
+	{"sftp-public-host", "UPGRADE_SFTP_PUBLIC_HOST", "", "host request_sftp_access advertises (default: the public URL's host)"},
+	{"sftp-public-port", "UPGRADE_SFTP_PUBLIC_PORT", "2200", "port request_sftp_access advertises"},
+	{"sftp-access-ttl", "UPGRADE_SFTP_ACCESS_TTL", "24h", "how long an SFTP grant lasts"},
+	{"shutdown-timeout", "UPGRADE_SHUTDOWN_TIMEOUT", "2m", "how long shutdown waits for running uploads"},
+	{"log-format", "UPGRADE_LOG_FORMAT", "text", "log format: text or json"},
+	{"log-level", "UPGRADE_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
+}
+
+// loadConfig reads flags from args (args[0] is the program) with defaults
+// from getenv, and validates everything once.
+func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	vals := map[string]*string{}
+	for _, s := range settings {
+		def := s.def
+		if v := getenv(s.env); v != "" {
+			def = v
+		}
+		vals[s.name] = fs.String(s.name, def, s.help)
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: %s [flags]\n\nupgrade-server: a self-hosted, wire-compatible Odoo Upgrade API.\n\n", args[0])
+		fmt.Fprintln(stderr, "Every flag can also be set by its environment variable; a flag wins.")
+		fmt.Fprintln(stderr)
+		for _, s := range settings {
+			def := s.def
+			if def == "" {
+				def = `""`
+			}
+			fmt.Fprintf(stderr, "  --%s (%s, default %s)\n        %s\n", s.name, s.env, def, s.help)
+		}
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	get := func(name string) string { return strings.TrimSpace(*vals[name]) }
+
+	cfg := Config{
+		HTTPAddr:       get("http-addr"),
+		PublicURL:      strings.TrimRight(get("public-url"), "/"),
+		Region:         get("region"),
+		DataDir:        get("data-dir"),
+		DatabaseURL:    get("database-url"),
+		Contracts:      get("contracts"),
+		SFTPPublicHost: get("sftp-public-host"),
+		LogFormat:      get("log-format"),
+		LogLevel:       get("log-level"),
+	}
+	var errs []error
+	for _, t := range strings.Split(get("targets"), ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			cfg.Targets = append(cfg.Targets, t)
+		}
+	}
+	if len(cfg.Targets) == 0 {
+		errs = append(errs, errors.New("--targets: at least one target version is needed"))
+	}
+	var err error
+	if cfg.MaxUploadBytes, err = parseBytes(get("max-upload-bytes")); err != nil {
+		errs = append(errs, fmt.Errorf("--max-upload-bytes: %w", err))
+	}
+	if cfg.SFTPPublicPort, err = strconv.Atoi(get("sftp-public-port")); err != nil || cfg.SFTPPublicPort < 1 || cfg.SFTPPublicPort > 65535 {
+		errs = append(errs, fmt.Errorf("--sftp-public-port: %q is not a port number", get("sftp-public-port")))
+	}
+	if cfg.SFTPAccessTTL, err = time.ParseDuration(get("sftp-access-ttl")); err != nil || cfg.SFTPAccessTTL <= 0 {
+		errs = append(errs, fmt.Errorf("--sftp-access-ttl: %q is not a positive duration such as 24h", get("sftp-access-ttl")))
+	}
+	if cfg.ShutdownTimeout, err = time.ParseDuration(get("shutdown-timeout")); err != nil || cfg.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-timeout: %q is not a duration such as 2m", get("shutdown-timeout")))
+	}
+	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format: %q is neither text nor json", cfg.LogFormat))
+	}
+	if _, ok := logLevels[cfg.LogLevel]; !ok {
+		errs = append(errs, fmt.Errorf("--log-level: %q is not debug, info, warn or error", cfg.LogLevel))
+	}
+	if cfg.Region == "" || strings.ContainsAny(cfg.Region, "/?#") {
+		errs = append(errs, fmt.Errorf("--region: %q is not a URL segment", cfg.Region))
+	}
+	if cfg.PublicURL != "" {
+		if u, err := url.Parse(cfg.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--public-url: %q is not an http(s) URL", cfg.PublicURL))
+		}
+	}
+	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("--http-addr: %w", err))
+	}
+	if cfg.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir: empty"))
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// parseBytes reads "1073741824", "100GiB", "2GB" or "0".
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+		{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	mult := int64(1)
+	num := strings.TrimSpace(s)
+	for _, u := range units {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size such as 107374182400 or 100GiB", s)
+	}
+	return n * mult, nil
+}
+
+// derivePublicURL builds the base URL from the bound listen address: the
+// unspecified address becomes localhost, never 0.0.0.0.
+func derivePublicURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://localhost"
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// contractChecker returns the ContractValidFunc for UPGRADE_CONTRACTS: nil
+// when unset (any non-empty contract), a fixed set for a list, or the lines
+// of a file given as @FILE (blank lines and # comments ignored).
+func contractChecker(spec string) (func(string) bool, int, error) {
+	if spec == "" {
+		return nil, 0, nil
+	}
+	valid := map[string]bool{}
+	if path, ok := strings.CutPrefix(spec, "@"); ok {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, 0, fmt.Errorf("--contracts: %w", err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if line := strings.TrimSpace(sc.Text()); line != "" && !strings.HasPrefix(line, "#") {
+				valid[line] = true
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return nil, 0, fmt.Errorf("--contracts: %w", err)
+		}
+	} else {
+		for _, c := range strings.Split(spec, ",") {
+			if c = strings.TrimSpace(c); c != "" {
+				valid[c] = true
+			}
+		}
+	}
+	if len(valid) == 0 {
+		return nil, 0, errors.New("--contracts: no contract listed")
+	}
+	return func(c string) bool { return valid[c] }, len(valid), nil
+}

@@ -1,0 +1,147 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"mime"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/store"
+)
+
+// artifactRoute is one of the six file URLs of a request.
+type artifactRoute struct {
+	path     string
+	artifact datadir.Artifact
+	ctype    string
+	inline   bool
+	name     func(r store.Request) string // the download's file name
+}
+
+var artifactRoutes = []artifactRoute{
+	{path: "original/archive", artifact: datadir.Upload, ctype: "application/octet-stream",
+		name: func(r store.Request) string { return r.Filename }},
+	{path: "original/sql", artifact: datadir.OriginalSQL, ctype: "application/sql; charset=utf-8",
+		name: func(r store.Request) string { return stem(r.Filename) + ".sql" }},
+	{path: "upgraded/archive", artifact: datadir.UpgradedArchive, ctype: "application/octet-stream",
+		name: func(r store.Request) string { return "upgraded_" + r.Filename }},
+	{path: "upgraded/sql", artifact: datadir.UpgradedSQL, ctype: "application/sql; charset=utf-8",
+		name: func(r store.Request) string { return "upgraded_" + stem(r.Filename) + ".sql" }},
+	{path: "upgraded/notes", artifact: datadir.Notes, ctype: "text/html; charset=utf-8", inline: true,
+		name: func(r store.Request) string { return fmt.Sprintf("upgrade_notes_%d.html", r.ID) }},
+	{path: "modules/archive", artifact: datadir.Modules, ctype: "application/zip",
+		name: func(r store.Request) string { return fmt.Sprintf("modules_%d.zip", r.ID) }},
+}
+
+// stem drops the dump extensions of a file name: db.sql.gz -> db.
+func stem(name string) string {
+	for _, ext := range []string{".gz", ".zip", ".dump", ".cdump", ".backup", ".sql", ".tar", ".pgdump"} {
+		if s := strings.TrimSuffix(name, ext); s != "" {
+			name = s
+		}
+	}
+	return name
+}
+
+// pathRequest authenticates /database/<region>/<id>/<key>/…: a wrong region,
+// id or key all look like an unknown request.
+func pathRequest(ctx context.Context, r *http.Request, requests RequestStore, opts Options) (store.Request, bool, error) {
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	if err != nil || id <= 0 || chi.URLParam(r, "region") != opts.Region {
+		return store.Request{}, false, nil
+	}
+	req, err := requests.Request(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Request{}, false, nil
+	}
+	if err != nil {
+		return store.Request{}, false, err
+	}
+	if subtle.ConstantTimeCompare([]byte(req.Key), []byte(chi.URLParam(r, "key"))) != 1 {
+		return store.Request{}, false, nil
+	}
+	return req, true, nil
+}
+
+// handleArtifact streams a request's file with http.ServeContent (Range,
+// If-Range, ETag) once it exists, and answers 404 with a JSON failure before.
+func handleArtifact(logger *slog.Logger, requests RequestStore, opts Options, a artifactRoute) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, ok, err := pathRequest(r.Context(), r, requests, opts)
+		if err != nil {
+			writeInternal(w, r, logger, http.StatusInternalServerError, err)
+			return
+		}
+		if !ok {
+			writeAnswer(w, r, logger, http.StatusNotFound, []failure{requestNotFound()}, nil)
+			return
+		}
+		notYet := func() {
+			writeAnswer(w, r, logger, http.StatusNotFound, []failure{{Reason: reasonFileNotFound,
+				Message: "This file is not available (yet) for request " + strconv.FormatInt(req.ID, 10)}}, nil)
+		}
+		// The upload counts only once complete (never a partial SFTP file).
+		if a.artifact == datadir.Upload && req.UploadCompletedAt == nil {
+			notYet()
+			return
+		}
+		f, err := os.Open(opts.Data.Path(req.ID, a.artifact))
+		if errors.Is(err, fs.ErrNotExist) {
+			notYet()
+			return
+		}
+		if err != nil {
+			writeInternal(w, r, logger, http.StatusInternalServerError, err)
+			return
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			writeInternal(w, r, logger, http.StatusInternalServerError, err)
+			return
+		}
+		etag := fmt.Sprintf(`"%x-%x"`, st.Size(), st.ModTime().UnixNano())
+		if a.artifact == datadir.Upload && req.UploadSHA256 != nil && req.UploadSize != nil && *req.UploadSize == st.Size() {
+			etag = `"` + *req.UploadSHA256 + `"`
+		}
+		disposition := "attachment"
+		if a.inline {
+			disposition = "inline"
+		}
+		w.Header().Set("Content-Type", a.ctype)
+		w.Header().Set("ETag", etag)
+		w.Header().Set("Cache-Control", "private, no-cache")
+		w.Header().Set("Content-Disposition", mime.FormatMediaType(disposition, map[string]string{"filename": a.name(req)}))
+		http.ServeContent(w, r, "", st.ModTime(), f)
+	})
+}
+
+func handleHealthz() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"status":"ok"}` + "\n"))
+	}
+}
+
+func handleReadyz(logger *slog.Logger, requests RequestStore) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if err := requests.Ping(r.Context()); err != nil {
+			logger.Warn("readiness: database unreachable", "err", err)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`{"status":"database unreachable"}` + "\n"))
+			return
+		}
+		w.Write([]byte(`{"status":"ok"}` + "\n"))
+	}
+}

@@ -1,0 +1,87 @@
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/store"
+)
+
+// RequestStore is what the HTTP API needs from the store; *store.Store
+// satisfies it.
+type RequestStore interface {
+	Ping(ctx context.Context) error
+	CreateRequest(ctx context.Context, n store.NewRequest) (store.Request, error)
+	Request(ctx context.Context, id int64) (store.Request, error)
+	BeginUpload(ctx context.Context, id int64, token string, lease time.Duration) error
+	RenewUpload(ctx context.Context, id int64, token string, lease time.Duration) error
+	CompleteUpload(ctx context.Context, id int64, token string, size int64, sha256 string) (store.Request, error)
+	AbortUpload(ctx context.Context, id int64, token string) error
+	Process(ctx context.Context, id int64) (store.Request, error)
+	Transition(ctx context.Context, id int64, to store.State, message string, from ...store.State) (store.Request, error)
+	GrantSFTP(ctx context.Context, id int64, keys []store.SFTPKey, ttl time.Duration, allowed ...store.State) (store.Request, error)
+	AddEvent(ctx context.Context, id int64, level, message string) error
+	Events(ctx context.Context, id int64, limit int) ([]store.Event, error)
+}
+
+// Options configure the API. Zero values get the documented defaults.
+type Options struct {
+	// PublicURL is the base of every URL the API returns, without a trailing slash.
+	PublicURL string
+	// Region is the URL segment of status and artifact URLs ("eu1").
+	Region string
+	// Targets are the valid target versions, in the order failures list them.
+	Targets []string
+	// ContractValidFunc says whether a contract exists; nil accepts any
+	// non-empty contract.
+	ContractValidFunc func(contract string) bool
+	// MaxUploadBytes bounds an upload; 0 means no limit.
+	MaxUploadBytes int64
+	// SFTPHost and SFTPPort are what request_sftp_access advertises.
+	SFTPHost string
+	SFTPPort int
+	// SFTPAccessTTL is how long a grant lasts (default 24h).
+	SFTPAccessTTL time.Duration
+	// Data is the data directory (uploads and artifacts).
+	Data datadir.Dir
+	// UploadLease is how long an upload's lease lasts between renewals
+	// (default 1 minute); a crashed upload frees the request after it.
+	UploadLease time.Duration
+	// NowFunc is the clock (tests); nil means time.Now.
+	NowFunc func() time.Time
+}
+
+// NewHandler returns the HTTP API: every route of routes.go behind the
+// correlation-id, logging and recovery middleware.
+func NewHandler(logger *slog.Logger, requests RequestStore, opts Options) http.Handler {
+	if opts.Region == "" {
+		opts.Region = "eu1"
+	}
+	if opts.SFTPAccessTTL == 0 {
+		opts.SFTPAccessTTL = 24 * time.Hour
+	}
+	if opts.UploadLease == 0 {
+		opts.UploadLease = time.Minute
+	}
+	if opts.NowFunc == nil {
+		opts.NowFunc = time.Now
+	}
+	logger = logger.With("component", "httpapi")
+	r := chi.NewRouter()
+	r.Use(withCorrelationID, logRequests(logger), recoverPanics(logger))
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeAnswer(w, r, logger, http.StatusNotFound, []failure{{Reason: reasonRouteNotFound,
+			Message: "No such endpoint: " + r.URL.Path}}, nil)
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeAnswer(w, r, logger, http.StatusMethodNotAllowed, []failure{{Reason: reasonMethodNotAllowed,
+			Message: "Method " + r.Method + " is not allowed here"}}, nil)
+	})
+	addRoutes(r, logger, requests, opts)
+	return r
+}

@@ -1,0 +1,131 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/upgrade-server/upgrade-server/internal/store"
+)
+
+// reply is what a v1 method answers: failures, the request part, or an
+// internal error that becomes SERVER:ERROR.
+type reply struct {
+	fails []failure
+	req   any
+	err   error
+}
+
+type methodFunc func(w http.ResponseWriter, r *http.Request) reply
+
+// handleMethod writes a method's reply; every v1 answer leaves through here.
+func handleMethod(logger *slog.Logger, h methodFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rep := h(w, r)
+		if rep.err != nil {
+			writeInternal(w, r, logger, http.StatusOK, rep.err)
+			return
+		}
+		writeAnswer(w, r, logger, http.StatusOK, rep.fails, rep.req)
+	})
+}
+
+// authenticate finds the request named by the request and key parameters.
+// An unknown id and a wrong key give the same REQUEST:NOT_FOUND, so ids
+// cannot be probed; keys are compared in constant time.
+func authenticate(ctx context.Context, requests RequestStore, p params) (store.Request, []failure, error) {
+	var fails []failure
+	rawID, hasID := p.get("request")
+	key, hasKey := p.get("key")
+	var id int64
+	switch {
+	case !hasID || rawID == "":
+		fails = append(fails, missingParam("request"))
+	default:
+		var err error
+		id, err = strconv.ParseInt(rawID, 10, 64)
+		if err != nil || id <= 0 {
+			fails = append(fails, invalidParam("request", rawID, "a request id is a positive integer"))
+		}
+	}
+	if !hasKey || key == "" {
+		fails = append(fails, missingParam("key"))
+	}
+	if fails != nil {
+		return store.Request{}, fails, nil
+	}
+	req, err := requests.Request(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Request{}, []failure{requestNotFound()}, nil
+	}
+	if err != nil {
+		return store.Request{}, nil, err
+	}
+	if subtle.ConstantTimeCompare([]byte(req.Key), []byte(key)) != 1 {
+		return store.Request{}, []failure{requestNotFound()}, nil
+	}
+	return req, nil, nil
+}
+
+// transitionReply maps the store's answer to a state change.
+func transitionReply(opts Options, req store.Request, err error) reply {
+	var se *store.StateError
+	switch {
+	case err == nil:
+		return reply{req: opts.record(req)}
+	case errors.As(err, &se):
+		return reply{fails: []failure{stateFailure(se)}}
+	case errors.Is(err, store.ErrNoUpload):
+		return reply{fails: []failure{{Reason: reasonUploadMissing,
+			Message: "No complete upload: upload the dump (upload or SFTP) before calling process"}}}
+	case errors.Is(err, store.ErrUploadBusy):
+		return reply{fails: []failure{uploadInProgress()}}
+	case errors.Is(err, store.ErrNotFound):
+		return reply{fails: []failure{requestNotFound()}}
+	}
+	return reply{err: err}
+}
+
+func uploadInProgress() failure {
+	return failure{Reason: reasonUploadInProgress, Message: "Another upload of this request is in progress"}
+}
+
+// authenticated runs fn for an authenticated request, reading the
+// parameters from every transport.
+func authenticated(requests RequestStore, fn func(r *http.Request, p params, req store.Request) reply) methodFunc {
+	return func(w http.ResponseWriter, r *http.Request) reply {
+		p, f := readParams(w, r)
+		if f != nil {
+			return reply{fails: []failure{*f}}
+		}
+		req, fails, err := authenticate(r.Context(), requests, p)
+		if err != nil || fails != nil {
+			return reply{fails: fails, err: err}
+		}
+		return fn(r, p, req)
+	}
+}
+
+func handleStatus(requests RequestStore, opts Options) methodFunc {
+	return authenticated(requests, func(r *http.Request, p params, req store.Request) reply {
+		return reply{req: opts.record(req)}
+	})
+}
+
+func handleProcess(requests RequestStore, opts Options) methodFunc {
+	return authenticated(requests, func(r *http.Request, p params, req store.Request) reply {
+		got, err := requests.Process(r.Context(), req.ID)
+		return transitionReply(opts, got, err)
+	})
+}
+
+func handleSkipTest(requests RequestStore, opts Options) methodFunc {
+	return authenticated(requests, func(r *http.Request, p params, req store.Request) reply {
+		got, err := requests.Transition(r.Context(), req.ID, store.StateDelivered,
+			"Tests skipped; the upgraded database is delivered.", store.StateTesting)
+		return transitionReply(opts, got, err)
+	})
+}

@@ -1,0 +1,138 @@
+package httpapi
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/upgrade-server/upgrade-server/internal/store"
+)
+
+// wireRequest is v1's request record: the 28 documented keys in the
+// documented order, then migrated_sql_url, which an older client reads for
+// the upgraded SQL stream.
+type wireRequest struct {
+	ID              int64    `json:"id"`
+	Key             string   `json:"key"`
+	Email           string   `json:"email"`
+	Target          string   `json:"target"`
+	Aim             string   `json:"aim"`
+	Filename        string   `json:"filename"`
+	Timezone        *string  `json:"timezone"`
+	State           string   `json:"state"`
+	IssueStage      string   `json:"issue_stage"`
+	Issue           int64    `json:"issue"`
+	StatusURL       string   `json:"status_url"`
+	NotesURL        string   `json:"notes_url"`
+	OriginalSQLURL  string   `json:"original_sql_url"`
+	OriginalDumpURL string   `json:"original_dump_url"`
+	UpgradedSQLURL  string   `json:"upgraded_sql_url"`
+	UpgradedDumpURL string   `json:"upgraded_dump_url"`
+	ModulesURL      string   `json:"modules_url"`
+	Filesize        *string  `json:"filesize"`
+	DatabaseUUID    *string  `json:"database_uuid"`
+	CreatedAt       string   `json:"created_at"`
+	EstimatedTime   *string  `json:"estimated_time"`
+	ProcessedAt     *string  `json:"processed_at"`
+	Elapsed         string   `json:"elapsed"`
+	Filestore       bool     `json:"filestore"`
+	CustomerMessage *string  `json:"customer_message"`
+	DatabaseVersion *string  `json:"database_version"`
+	PostgreSQL      *string  `json:"postgresql"`
+	Compressions    []string `json:"compressions"`
+	MigratedSQLURL  string   `json:"migrated_sql_url"`
+}
+
+// v1State renders a stored state in v1's vocabulary (DESIGN.md).
+func v1State(s store.State) string {
+	switch s {
+	case store.StateQueued:
+		return "pending"
+	case store.StateFailed:
+		return "invalid"
+	}
+	return string(s)
+}
+
+// issueStage renders the state as the stage of the platform's issue.
+func issueStage(s store.State) string {
+	switch s {
+	case store.StateDraft, store.StateQueued:
+		return "new"
+	case store.StateProcessing:
+		return "in_progress"
+	case store.StateTesting:
+		return "testing"
+	case store.StateDone, store.StateDelivered:
+		return "done"
+	}
+	return "cancelled"
+}
+
+const wireTime = "2006-01-02 15:04:05"
+
+// requestURL is <public>/database/<region>/<id>/<key>/<suffix>.
+func (o Options) requestURL(r store.Request, suffix string) string {
+	return fmt.Sprintf("%s/database/%s/%d/%s/%s", o.PublicURL, o.Region, r.ID, r.Key, suffix)
+}
+
+func (o Options) record(r store.Request) wireRequest {
+	w := wireRequest{
+		ID: r.ID, Key: r.Key, Email: r.Email, Target: r.Target, Aim: r.Aim, Filename: r.Filename,
+		Timezone: r.Timezone, State: v1State(r.State), IssueStage: issueStage(r.State), Issue: r.Issue,
+		StatusURL:       o.requestURL(r, "status"),
+		NotesURL:        o.requestURL(r, "upgraded/notes"),
+		OriginalSQLURL:  o.requestURL(r, "original/sql"),
+		OriginalDumpURL: o.requestURL(r, "original/archive"),
+		UpgradedSQLURL:  o.requestURL(r, "upgraded/sql"),
+		UpgradedDumpURL: o.requestURL(r, "upgraded/archive"),
+		ModulesURL:      o.requestURL(r, "modules/archive"),
+		DatabaseUUID:    r.DatabaseUUID,
+		CreatedAt:       r.CreatedAt.UTC().Format(wireTime),
+		Elapsed:         "00:00",
+		Filestore:       r.Filestore,
+		CustomerMessage: r.CustomerMessage,
+		DatabaseVersion: r.DatabaseVersion,
+		PostgreSQL:      r.PostgreSQL,
+		Compressions:    r.Compressions,
+	}
+	w.MigratedSQLURL = w.UpgradedSQLURL
+	if w.Compressions == nil {
+		w.Compressions = []string{}
+	}
+	if r.UploadSize != nil {
+		w.Filesize = ptr(humanSize(*r.UploadSize))
+	}
+	if r.EstimatedSeconds != nil {
+		w.EstimatedTime = ptr(hoursMinutes(time.Duration(*r.EstimatedSeconds) * time.Second))
+	}
+	if r.ProcessedAt != nil {
+		w.ProcessedAt = ptr(r.ProcessedAt.UTC().Format(wireTime))
+		end := o.NowFunc()
+		if r.FinishedAt != nil {
+			end = *r.FinishedAt
+		}
+		w.Elapsed = hoursMinutes(end.Sub(*r.ProcessedAt))
+	}
+	return w
+}
+
+// humanSize formats a size as Odoo's tools.human_size does: "912.99 Kb".
+func humanSize(n int64) string {
+	units := []string{"bytes", "Kb", "Mb", "Gb", "Tb"}
+	s, i := float64(n), 0
+	for s >= 1024 && i < len(units)-1 {
+		s /= 1024
+		i++
+	}
+	return strconv.FormatFloat(s, 'f', 2, 64) + " " + units[i]
+}
+
+// hoursMinutes formats a duration as "HH:MM" (hours may exceed 99).
+func hoursMinutes(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	m := int64(d / time.Minute)
+	return fmt.Sprintf("%02d:%02d", m/60, m%60)
+}

@@ -1,0 +1,46 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+)
+
+// answer is every JSON answer: failures first, then the request.
+type answer struct {
+	Failures []failure `json:"failures"`
+	Request  any       `json:"request"`
+}
+
+// writeAnswer is the single exit of every JSON answer.
+func writeAnswer(w http.ResponseWriter, r *http.Request, logger *slog.Logger, status int, fails []failure, req any) {
+	if fails == nil {
+		fails = []failure{}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(answer{Failures: fails, Request: req}); err != nil {
+		logger.LogAttrs(r.Context(), slog.LevelDebug, "write answer", slog.String("correlation_id", correlationID(r.Context())), slog.Any("err", err))
+	}
+}
+
+// writeInternal logs err with the correlation id and answers SERVER:ERROR;
+// the details never reach the client.
+func writeInternal(w http.ResponseWriter, r *http.Request, logger *slog.Logger, status int, err error) {
+	id := correlationID(r.Context())
+	logger.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("correlation_id", id), slog.Any("err", err))
+	writeAnswer(w, r, logger, status, []failure{serverError(id)}, nil)
+}
+
+type ctxKey int
+
+const correlationKey ctxKey = iota
+
+func correlationID(ctx context.Context) string {
+	id, _ := ctx.Value(correlationKey).(string)
+	return id
+}
