@@ -204,9 +204,9 @@ func (e writeError) Error() string { return "write: " + e.err.Error() }
 func (e writeError) Unwrap() error { return e.err }
 
 const (
-	copyBufSize  = 1 << 20
-	copyBuffers  = 4
-	flushEvery   = 64 << 20
+	copyBufSize = 1 << 20
+	copyBuffers = 4
+	flushEvery  = 64 << 20
 )
 
 // copyHashing copies src to dst and returns the byte count and sha256. The
@@ -271,4 +271,3 @@ func fill(src io.Reader, buf []byte) (int, error) {
 	}
 	return n, nil
 }
-
