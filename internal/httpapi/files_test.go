@@ -1,0 +1,206 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"regexp"
+	"slices"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/store"
+)
+
+func (e *env) fetch(method, url string, hdr ...string) (*http.Response, []byte) {
+	e.t.Helper()
+	r, _ := http.NewRequest(method, url, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		r.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := e.srv.Client().Do(r)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+func TestArtifactURLs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.create()
+	st := e.get("status", id).Request
+	urls := map[string]string{}
+	for _, k := range []string{"notes_url", "original_sql_url", "original_dump_url", "upgraded_sql_url", "upgraded_dump_url", "modules_url"} {
+		urls[k] = st[k].(string)
+	}
+	// Before the files exist: 404 with a JSON failure.
+	for k, u := range urls {
+		resp, b := e.fetch("GET", u)
+		if resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/json" || !bytes.Contains(b, []byte("FILE:NOT_FOUND")) {
+			t.Fatalf("%s before: HTTP %d %s", k, resp.StatusCode, b)
+		}
+	}
+	dump := bytes.Repeat([]byte("0123456789"), 100000)
+	noFailures(t, "upload", e.upload("PUT", id, bytes.NewReader(dump)))
+	reqID := mustID(t, id)
+	upgraded := []byte("upgraded dump bytes")
+	os.WriteFile(e.data.Path(reqID, datadir.UpgradedArchive), upgraded, 0o600)
+	os.WriteFile(e.data.Path(reqID, datadir.Notes), []byte("<h1>notes</h1>"), 0o600)
+
+	resp, b := e.fetch("GET", urls["original_dump_url"])
+	if resp.StatusCode != 200 || !bytes.Equal(b, dump) ||
+		resp.Header.Get("Content-Disposition") != "attachment; filename=db_name.dump" {
+		t.Fatalf("original archive: HTTP %d %v (%d bytes)", resp.StatusCode, resp.Header, len(b))
+	}
+	etag := resp.Header.Get("ETag")
+	// Range, and If-Range with the current and a stale ETag.
+	resp, b = e.fetch("GET", urls["original_dump_url"], "Range", "bytes=10-19")
+	if resp.StatusCode != 206 || string(b) != "0123456789" || resp.Header.Get("Content-Range") != "bytes 10-19/1000000" {
+		t.Fatalf("range: HTTP %d %q", resp.StatusCode, b)
+	}
+	resp, b = e.fetch("GET", urls["original_dump_url"], "Range", "bytes=999990-", "If-Range", etag)
+	if resp.StatusCode != 206 || len(b) != 10 {
+		t.Fatalf("If-Range current: HTTP %d", resp.StatusCode)
+	}
+	resp, b = e.fetch("GET", urls["original_dump_url"], "Range", "bytes=999990-", "If-Range", `"stale"`)
+	if resp.StatusCode != 200 || len(b) != len(dump) {
+		t.Fatalf("If-Range stale: HTTP %d", resp.StatusCode)
+	}
+	resp, _ = e.fetch("GET", urls["original_dump_url"], "If-None-Match", etag)
+	if resp.StatusCode != 304 {
+		t.Fatalf("If-None-Match: HTTP %d", resp.StatusCode)
+	}
+	resp, b = e.fetch("HEAD", urls["upgraded_dump_url"])
+	if resp.StatusCode != 200 || len(b) != 0 || resp.ContentLength != int64(len(upgraded)) ||
+		resp.Header.Get("Content-Disposition") != "attachment; filename=upgraded_db_name.dump" {
+		t.Fatalf("HEAD upgraded: HTTP %d %v", resp.StatusCode, resp.Header)
+	}
+	resp, b = e.fetch("GET", urls["notes_url"])
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
+		!strings.HasPrefix(resp.Header.Get("Content-Disposition"), "inline") {
+		t.Fatalf("notes: HTTP %d %v", resp.StatusCode, resp.Header)
+	}
+
+	// A wrong key, a wrong region and an unknown id look alike.
+	wrongKey := strings.Replace(urls["original_dump_url"], id["key"], "Aw7pItGVKFuZ_FOR3U8VFQ==", 1)
+	wrongRegion := strings.Replace(urls["original_dump_url"], "/eu1/", "/us1/", 1)
+	unknown := strings.Replace(urls["original_dump_url"], "/"+id["request"]+"/", "/987654/", 1)
+	var bodies [][]byte
+	for _, u := range []string{wrongKey, wrongRegion, unknown} {
+		resp, b := e.fetch("GET", u)
+		if resp.StatusCode != 404 {
+			t.Fatalf("%s: HTTP %d", u, resp.StatusCode)
+		}
+		bodies = append(bodies, b)
+	}
+	if !bytes.Equal(bodies[0], bodies[1]) || !bytes.Equal(bodies[0], bodies[2]) || !bytes.Contains(bodies[0], []byte("REQUEST:NOT_FOUND")) {
+		t.Fatalf("wrong key, region and id differ:\n%s\n%s\n%s", bodies[0], bodies[1], bodies[2])
+	}
+}
+
+func TestStatusPage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.create()
+	st := e.get("status", id).Request
+	noFailures(t, "upload", e.upload("PUT", id, strings.NewReader("dump")))
+	resp, b := e.fetch("GET", st["status_url"].(string))
+	page := string(b)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("status page: HTTP %d", resp.StatusCode)
+	}
+	for _, want := range []string{`<meta name="viewport"`, `http-equiv="refresh"`, "draft", "db_name.dump", "Odoo 16.0",
+		"4.00 bytes", "Upload received over HTTP", ">db_name.dump</a>"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("status page lacks %q", want)
+		}
+	}
+	if strings.Contains(page, "http://") && strings.Contains(page, "<link") || strings.Contains(page, "<script") {
+		t.Error("status page loads external assets or scripts")
+	}
+	e.setState(id, store.StateDone)
+	_, b = e.fetch("GET", st["status_url"].(string))
+	if strings.Contains(string(b), `http-equiv="refresh"`) {
+		t.Error("a done request's page still refreshes")
+	}
+	resp, _ = e.fetch("GET", strings.Replace(st["status_url"].(string), id["key"], "x", 1))
+	if resp.StatusCode != 404 {
+		t.Fatalf("status page with a wrong key: HTTP %d", resp.StatusCode)
+	}
+}
+
+func TestHealth(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, p := range []string{"/healthz", "/readyz"} {
+		resp, b := e.fetch("GET", e.srv.URL+p)
+		if resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"ok"`)) {
+			t.Fatalf("%s: HTTP %d %s", p, resp.StatusCode, b)
+		}
+	}
+	e.pool.Close() // the database is gone
+	resp, _ := e.fetch("GET", e.srv.URL+"/readyz")
+	if resp.StatusCode != 503 {
+		t.Fatalf("readyz without a database: HTTP %d", resp.StatusCode)
+	}
+}
+
+// TestStatusKeyOrder reads the raw answer: the 28 documented keys come in
+// the documented order (then migrated_sql_url).
+func TestStatusKeyOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.create()
+	a := e.get("status", id)
+	dec := json.NewDecoder(bytes.NewReader(a.raw))
+	var keys []string
+	depth := 0
+	inRequest := false
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			break
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			if v == '{' || v == '[' {
+				depth++
+			} else {
+				depth--
+			}
+		case string:
+			if depth == 1 && v == "request" {
+				inRequest = true
+				continue
+			}
+			if inRequest && depth == 2 {
+				keys = append(keys, v)
+				// skip the value
+				var raw json.RawMessage
+				dec.Decode(&raw)
+			}
+		}
+	}
+	want := []string{"id", "key", "email", "target", "aim", "filename", "timezone", "state", "issue_stage", "issue",
+		"status_url", "notes_url", "original_sql_url", "original_dump_url", "upgraded_sql_url", "upgraded_dump_url",
+		"modules_url", "filesize", "database_uuid", "created_at", "estimated_time", "processed_at", "elapsed",
+		"filestore", "customer_message", "database_version", "postgresql", "compressions", "migrated_sql_url"}
+	if !slices.Equal(keys, want) {
+		t.Fatalf("keys:\n got %v\nwant %v", keys, want)
+	}
+	if _, ok := a.Request["id"].(float64); !ok {
+		t.Fatalf("id is not a number: %T", a.Request["id"])
+	}
+	if !regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$`).MatchString(a.Request["created_at"].(string)) {
+		t.Fatalf("created_at = %v", a.Request["created_at"])
+	}
+	if k := a.Request["key"].(string); !regexp.MustCompile(`^[A-Za-z0-9_-]{22}==$`).MatchString(k) {
+		t.Fatalf("key %q is not 16 bytes of URL-safe base64", k)
+	}
+}
