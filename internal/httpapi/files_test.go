@@ -3,11 +3,11 @@ package httpapi_test
 import (
 	"bytes"
 	"encoding/json"
-	"regexp"
-	"slices"
 	"io"
 	"net/http"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 

@@ -1,0 +1,336 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/upgrade-server/upgrade-server/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Exit(m) }
+
+// server runs run() in-process and returns its base URL once it listens.
+type server struct {
+	url    string
+	cancel context.CancelFunc
+	done   chan error
+	stderr *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startServer(t *testing.T, env map[string]string) *server {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	s := &server{cancel: cancel, done: make(chan error, 1), stderr: &syncBuffer{}}
+	getenv := func(k string) string { return env[k] }
+	go func() {
+		s.done <- run(ctx, []string{"upgrade-server"}, getenv, pw, s.stderr)
+		pw.Close()
+	}()
+	lines := bufio.NewScanner(pr)
+	if !lines.Scan() {
+		cancel()
+		t.Fatalf("server did not start: %v\n%s", <-s.done, s.stderr.String())
+	}
+	go io.Copy(io.Discard, pr)
+	s.url = strings.TrimPrefix(lines.Text(), "upgrade-server: http listening on ")
+	t.Cleanup(func() { s.stop(t) })
+	waitHealthy(t, s.url+"/healthz")
+	return s
+}
+
+func (s *server) stop(t *testing.T) {
+	t.Helper()
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	s.cancel = nil
+	select {
+	case err := <-s.done:
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Error("run did not return after cancel")
+	}
+}
+
+func waitHealthy(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never answered 200: %v", url, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func writeAuthorizedKeys(t *testing.T, path string) {
+	t.Helper()
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	pk, _ := ssh.NewPublicKey(pub)
+	content := "# my laptop\n\n" + string(ssh.MarshalAuthorizedKey(pk))
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSeedBashFlow runs the seed's curl + jq examples against the server.
+func TestSeedBashFlow(t *testing.T) {
+	for _, tool := range []string{"bash", "curl", "jq", "cmp"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed for this test: %v", tool, err)
+		}
+	}
+	s := startServer(t, map[string]string{
+		"UPGRADE_DATABASE_URL": pgtest.NewSchema(t),
+		"UPGRADE_HTTP_ADDR":    "127.0.0.1:0",
+		"UPGRADE_DATA_DIR":     t.TempDir(),
+	})
+	work := t.TempDir()
+	dump := make([]byte, 8<<20)
+	rand.Read(dump)
+	copy(dump, "PGDMP")
+	os.WriteFile(filepath.Join(work, "openchs.70.cdump"), dump, 0o600)
+	writeAuthorizedKeys(t, filepath.Join(work, "authorized_keys"))
+
+	cmd := exec.Command("bash", "testdata/seed_flow.sh")
+	cmd.Env = append(os.Environ(), "BASE="+s.url, "WORKDIR="+work)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "SEED-FLOW-OK") {
+		t.Fatalf("seed flow: %v\n%s\nserver log:\n%s", err, out, s.stderr.String())
+	}
+	if strings.Contains(s.stderr.String(), readKey(t, work)) {
+		t.Fatal("a request key appears in the log")
+	}
+}
+
+func readKey(t *testing.T, work string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(work, "create_result.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(string(b), `"key": "`)
+	if i < 0 {
+		t.Fatalf("no key in %s", b)
+	}
+	return string(b[i+8 : i+8+24])
+}
+
+// TestEmbeddedDefault is `go run ./cmd/upgrade-server` with no set-up: the
+// server creates and starts its own PostgreSQL, reuses it on restart and
+// stops it on shutdown.
+func TestEmbeddedDefault(t *testing.T) {
+	dir, err := os.MkdirTemp("", "upgrade-server-embedded-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755) // root runs PostgreSQL as the postgres user
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	env := map[string]string{"UPGRADE_HTTP_ADDR": "127.0.0.1:0", "UPGRADE_DATA_DIR": filepath.Join(dir, "data")}
+
+	s := startServer(t, env)
+	waitHealthy(t, s.url+"/readyz")
+	resp, err := http.Get(s.url + "/database/v1/create?contract=c&aim=test&target=16.0&email=a@b.example&filename=x.dump")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	s.stop(t)
+	pid := filepath.Join(dir, "data", "postgres", "postmaster.pid")
+	if _, err := os.Stat(pid); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("embedded PostgreSQL still running after shutdown: %v", err)
+	}
+
+	s = startServer(t, env)
+	resp, err = http.Get(s.url + "/database/v1/create?contract=c&aim=test&target=16.0&email=a@b.example&filename=x.dump")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `"id": 2,`) {
+		t.Fatalf("the restarted server did not reuse its database: %s", b)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	env := map[string]string{"UPGRADE_HTTP_ADDR": ":9999", "UPGRADE_TARGETS": "15.0, 16.0", "UPGRADE_MAX_UPLOAD_BYTES": "2GiB"}
+	cfg, err := loadConfig([]string{"x", "--http-addr", ":7777"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTPAddr != ":7777" || len(cfg.Targets) != 2 || cfg.Targets[1] != "16.0" || cfg.MaxUploadBytes != 2<<30 ||
+		cfg.Region != "eu1" || cfg.SFTPPublicPort != 2200 || cfg.SFTPAccessTTL != 24*time.Hour {
+		t.Fatalf("cfg = %+v", cfg)
+	}
+	_, err = loadConfig([]string{"x", "--log-format", "xml", "--sftp-public-port", "0", "--max-upload-bytes", "lots"},
+		func(string) string { return "" }, io.Discard)
+	for _, want := range []string{"--log-format", "--sftp-public-port", "--max-upload-bytes"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+	var help strings.Builder
+	if _, err := loadConfig([]string{"x", "--help"}, func(string) string { return "" }, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, s := range settings {
+		if !strings.Contains(help.String(), "--"+s.name+" ("+s.env+", default ") {
+			t.Errorf("--help does not list %s with its variable and default", s.name)
+		}
+	}
+}
+
+func TestDerivePublicURL(t *testing.T) {
+	for addr, want := range map[string]string{
+		"0.0.0.0:8080": "http://localhost:8080", "[::]:8080": "http://localhost:8080",
+		"127.0.0.1:9": "http://127.0.0.1:9", "[::1]:80": "http://[::1]:80", "192.0.2.7:8080": "http://192.0.2.7:8080",
+	} {
+		if got := derivePublicURL(fakeAddr(addr)); got != want {
+			t.Errorf("derivePublicURL(%s) = %s, want %s", addr, got, want)
+		}
+	}
+}
+
+type fakeAddr string
+
+func (a fakeAddr) Network() string { return "tcp" }
+func (a fakeAddr) String() string  { return string(a) }
+
+func TestContracts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "contracts")
+	os.WriteFile(path, []byte("# valid contracts\nM1\n\n M2 \n"), 0o600)
+	for _, spec := range []string{"M1,M2", "@" + path} {
+		valid, n, err := contractChecker(spec)
+		if err != nil || n != 2 || !valid("M1") || !valid("M2") || valid("M3") {
+			t.Errorf("%s: n=%d err=%v", spec, n, err)
+		}
+	}
+	if valid, _, err := contractChecker(""); valid != nil || err != nil {
+		t.Error("unset contracts must accept any")
+	}
+	if _, _, err := contractChecker("@/nonexistent"); err == nil {
+		t.Error("a missing contracts file must fail")
+	}
+}
+
+// TestShutdownLetsUploadsFinish: SIGTERM (here: ctx cancel) while an upload
+// streams; the upload completes, then run returns.
+func TestShutdownLetsUploadsFinish(t *testing.T) {
+	dbURL := pgtest.NewSchema(t)
+	s := startServer(t, map[string]string{
+		"UPGRADE_DATABASE_URL": dbURL,
+		"UPGRADE_HTTP_ADDR":    "127.0.0.1:0",
+		"UPGRADE_DATA_DIR":     t.TempDir(),
+	})
+	db, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(context.Background())
+	resp, err := http.Get(s.url + "/database/v1/create?contract=c&aim=test&target=16.0&email=a@b.example&filename=x.dump")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created struct {
+		Request struct {
+			ID  int    `json:"id"`
+			Key string `json:"key"`
+		} `json:"request"`
+	}
+	json.NewDecoder(resp.Body).Decode(&created)
+	resp.Body.Close()
+
+	pr, pw := io.Pipe()
+	result := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest("PUT", fmt.Sprintf("%s/database/v1/upload?request=%d&key=%s", s.url, created.Request.ID,
+			url.QueryEscape(created.Request.Key)), pr)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			result <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		result <- string(b)
+	}()
+	pw.Write(make([]byte, 1<<20))
+	deadline := time.Now().Add(10 * time.Second)
+	for uploading := false; !uploading; {
+		db.QueryRow(context.Background(), `SELECT upload_token IS NOT NULL FROM requests WHERE id = $1`, created.Request.ID).Scan(&uploading)
+		if time.Now().After(deadline) {
+			t.Fatal("the upload never started")
+		}
+	}
+	go s.cancel() // the shutdown starts while the body is still streaming
+	waitLog(t, s, "shutting down")
+	pw.Write(make([]byte, 1<<20))
+	pw.Close()
+	got := <-result
+	if !strings.Contains(got, `"failures": []`) || !strings.Contains(got, `"filesize": "2.00 Mb"`) {
+		t.Fatalf("upload during shutdown: %s\n%s", got, s.stderr.String())
+	}
+	if err := <-s.done; err != nil {
+		t.Fatal(err)
+	}
+	s.cancel = nil
+}
+
+func waitLog(t *testing.T, s *server, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(s.stderr.String(), what) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log never showed %q", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

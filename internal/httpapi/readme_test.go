@@ -1,0 +1,28 @@
+package httpapi
+
+import (
+	"os"
+	"regexp"
+	"testing"
+)
+
+// TestREADMEListsEveryFailure keeps the README's failure table complete.
+func TestREADMEListsEveryFailure(t *testing.T) {
+	src, err := os.ReadFile("failure.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := regexp.MustCompile(`"([A-Z_]+:[A-Z_]+)"`).FindAllStringSubmatch(string(src), -1)
+	if len(reasons) < 20 {
+		t.Fatalf("found only %d reasons in failure.go", len(reasons))
+	}
+	for _, m := range reasons {
+		if !regexp.MustCompile("\\| `" + regexp.QuoteMeta(m[1]) + "` \\|").Match(readme) {
+			t.Errorf("README.md's failure table lacks %s", m[1])
+		}
+	}
+}
