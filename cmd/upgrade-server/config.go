@@ -25,6 +25,7 @@ type Config struct {
 	Targets         []string
 	Contracts       string
 	MaxUploadBytes  int64
+	UploadFsync     bool
 	SFTPPublicHost  string
 	SFTPPublicPort  int
 	SFTPAccessTTL   time.Duration
@@ -48,6 +49,7 @@ var settings = []setting{
 	{"targets", "UPGRADE_TARGETS", defaultTargets, "comma-separated valid target versions"},
 	{"contracts", "UPGRADE_CONTRACTS", "", "valid contracts: a comma-separated list, or @FILE with one per line (default: any non-empty contract)"},
 	{"max-upload-bytes", "UPGRADE_MAX_UPLOAD_BYTES", "100GiB", "largest accepted upload, in bytes or with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB); 0 means no limit"},
+	{"upload-fsync", "UPGRADE_UPLOAD_FSYNC", "true", "fsync each upload before answering (false: faster, but a machine crash can lose an upload answered as complete)"},
 	{"sftp-public-host", "UPGRADE_SFTP_PUBLIC_HOST", "", "host request_sftp_access advertises (default: the public URL's host)"},
 	{"sftp-public-port", "UPGRADE_SFTP_PUBLIC_PORT", "2200", "port request_sftp_access advertises"},
 	{"sftp-access-ttl", "UPGRADE_SFTP_ACCESS_TTL", "24h", "how long an SFTP grant lasts"},
@@ -112,6 +114,9 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	var err error
 	if cfg.MaxUploadBytes, err = parseBytes(get("max-upload-bytes")); err != nil {
 		errs = append(errs, fmt.Errorf("--max-upload-bytes: %w", err))
+	}
+	if cfg.UploadFsync, err = strconv.ParseBool(get("upload-fsync")); err != nil {
+		errs = append(errs, fmt.Errorf("--upload-fsync: %q is neither true nor false", get("upload-fsync")))
 	}
 	if cfg.SFTPPublicPort, err = strconv.Atoi(get("sftp-public-port")); err != nil || cfg.SFTPPublicPort < 1 || cfg.SFTPPublicPort > 65535 {
 		errs = append(errs, fmt.Errorf("--sftp-public-port: %q is not a port number", get("sftp-public-port")))

@@ -49,6 +49,10 @@ type Options struct {
 	SFTPAccessTTL time.Duration
 	// Data is the data directory (uploads and artifacts).
 	Data datadir.Dir
+	// NoUploadSync skips the fsync of finished uploads and the writeback as
+	// they stream: faster where durability does not matter (test suites), but
+	// a machine crash may then lose an upload already answered as complete.
+	NoUploadSync bool
 	// UploadLease is how long an upload's lease lasts between renewals
 	// (default 1 minute); a crashed upload frees the request after it.
 	UploadLease time.Duration

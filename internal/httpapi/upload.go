@@ -88,7 +88,7 @@ func (u *upload) receive(w http.ResponseWriter, r *http.Request) (store.Request,
 	if u.opts.MaxUploadBytes > 0 {
 		body = http.MaxBytesReader(w, r.Body, u.opts.MaxUploadBytes)
 	}
-	size, sum, err := copyHashing(ctx, f, body)
+	size, sum, err := copyHashing(ctx, f, body, !u.opts.NoUploadSync)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		var we writeError
@@ -108,8 +108,10 @@ func (u *upload) receive(w http.ResponseWriter, r *http.Request) (store.Request,
 	if size == 0 {
 		return store.Request{}, []failure{uploadEmpty()}, nil
 	}
-	if err := f.Sync(); err != nil {
-		return store.Request{}, storageFailure(err), storageErr(err)
+	if !u.opts.NoUploadSync {
+		if err := f.Sync(); err != nil {
+			return store.Request{}, storageFailure(err), storageErr(err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return store.Request{}, storageFailure(err), storageErr(err)
@@ -118,7 +120,9 @@ func (u *upload) receive(w http.ResponseWriter, r *http.Request) (store.Request,
 		return store.Request{}, nil, err
 	}
 	u.tmp = ""
-	syncDir(dir)
+	if !u.opts.NoUploadSync {
+		syncDir(dir)
+	}
 	digest := hex.EncodeToString(sum)
 	got, err := u.requests.CompleteUpload(context.WithoutCancel(ctx), u.id, u.token, size, digest)
 	if errors.Is(err, store.ErrLeaseLost) {
@@ -213,7 +217,7 @@ const (
 // hash runs in its own goroutine on the buffers already written, so hashing
 // overlaps reading and writing; dirty pages are pushed to disk as the copy
 // goes, so the final fsync is short and memory stays flat.
-func copyHashing(ctx context.Context, dst *os.File, src io.Reader) (int64, []byte, error) {
+func copyHashing(ctx context.Context, dst *os.File, src io.Reader, writeback bool) (int64, []byte, error) {
 	free := make(chan []byte, copyBuffers)
 	for range copyBuffers {
 		free <- make([]byte, copyBufSize)
@@ -246,7 +250,7 @@ func copyHashing(ctx context.Context, dst *os.File, src io.Reader) (int64, []byt
 		} else {
 			free <- buf
 		}
-		if n-flushed >= flushEvery {
+		if writeback && n-flushed >= flushEvery {
 			startWriteback(dst, flushed, n-flushed)
 			flushed = n
 		}
