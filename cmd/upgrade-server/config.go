@@ -26,6 +26,8 @@ type Config struct {
 	Contracts       string
 	MaxUploadBytes  int64
 	UploadFsync     bool
+	SFTPAddr        string
+	SFTPIdleTimeout time.Duration
 	SFTPPublicHost  string
 	SFTPPublicPort  int
 	SFTPAccessTTL   time.Duration
@@ -50,6 +52,8 @@ var settings = []setting{
 	{"contracts", "UPGRADE_CONTRACTS", "", "valid contracts: a comma-separated list, or @FILE with one per line (default: any non-empty contract)"},
 	{"max-upload-bytes", "UPGRADE_MAX_UPLOAD_BYTES", "100GiB", "largest accepted upload, in bytes or with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB); 0 means no limit"},
 	{"upload-fsync", "UPGRADE_UPLOAD_FSYNC", "true", "fsync each upload before answering (false: faster, but a machine crash can lose an upload answered as complete)"},
+	{"sftp-addr", "UPGRADE_SFTP_ADDR", ":2200", "address the SSH/SFTP daemon listens on"},
+	{"sftp-idle-timeout", "UPGRADE_SFTP_IDLE_TIMEOUT", "10m", "SFTP connections without traffic for this long are closed"},
 	{"sftp-public-host", "UPGRADE_SFTP_PUBLIC_HOST", "", "host request_sftp_access advertises (default: the public URL's host)"},
 	{"sftp-public-port", "UPGRADE_SFTP_PUBLIC_PORT", "2200", "port request_sftp_access advertises"},
 	{"sftp-access-ttl", "UPGRADE_SFTP_ACCESS_TTL", "24h", "how long an SFTP grant lasts"},
@@ -98,6 +102,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 		DataDir:        get("data-dir"),
 		DatabaseURL:    get("database-url"),
 		Contracts:      get("contracts"),
+		SFTPAddr:       get("sftp-addr"),
 		SFTPPublicHost: get("sftp-public-host"),
 		LogFormat:      get("log-format"),
 		LogLevel:       get("log-level"),
@@ -123,6 +128,12 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	}
 	if cfg.SFTPAccessTTL, err = time.ParseDuration(get("sftp-access-ttl")); err != nil || cfg.SFTPAccessTTL <= 0 {
 		errs = append(errs, fmt.Errorf("--sftp-access-ttl: %q is not a positive duration such as 24h", get("sftp-access-ttl")))
+	}
+	if cfg.SFTPIdleTimeout, err = time.ParseDuration(get("sftp-idle-timeout")); err != nil || cfg.SFTPIdleTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--sftp-idle-timeout: %q is not a positive duration such as 10m", get("sftp-idle-timeout")))
+	}
+	if _, _, err := net.SplitHostPort(cfg.SFTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("--sftp-addr: %w", err))
 	}
 	if cfg.ShutdownTimeout, err = time.ParseDuration(get("shutdown-timeout")); err != nil || cfg.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout: %q is not a duration such as 2m", get("shutdown-timeout")))

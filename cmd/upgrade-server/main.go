@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 	_ "time/tzdata" // time zone names for create's timezone, whatever the host has
@@ -25,6 +26,7 @@ import (
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/httpapi"
 	"github.com/upgrade-server/upgrade-server/internal/pgembed"
+	"github.com/upgrade-server/upgrade-server/internal/sftpd"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 	"github.com/upgrade-server/upgrade-server/migrations"
 )
@@ -104,9 +106,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer pool.Close()
 	st := store.New(pool)
 
+	hostKeys, err := sftpd.LoadHostKeys(filepath.Join(dataDir, "ssh"))
+	if err != nil {
+		return err
+	}
+	fingerprints := sftpd.Fingerprints(hostKeys)
+	sftpSrv, err := sftpd.New(logger, st, sftpd.Config{HostSigners: hostKeys, Data: data, IdleTimeout: cfg.SFTPIdleTimeout})
+	if err != nil {
+		return err
+	}
+
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
+	}
+	sshLn, err := net.Listen("tcp", cfg.SFTPAddr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("sftp: %w", err)
 	}
 	publicURL := cfg.PublicURL
 	if publicURL == "" {
@@ -127,6 +144,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		NoUploadSync:      !cfg.UploadFsync,
 		SFTPHost:          sftpHost,
 		SFTPPort:          cfg.SFTPPublicPort,
+		SFTPHostKeys:      fingerprints,
 		SFTPAccessTTL:     cfg.SFTPAccessTTL,
 		Data:              data,
 	})
@@ -139,7 +157,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger.Info("upgrade-server started", "http_addr", ln.Addr().String(), "public_url", publicURL,
 		"data_dir", dataDir, "embedded_db", cfg.DatabaseURL == "", "targets", len(cfg.Targets),
 		"contracts", nContracts, "max_upload_bytes", cfg.MaxUploadBytes)
+	logger.Info("sftp daemon started", "sftp_addr", sshLn.Addr().String(), "advertised", fmt.Sprintf("%s:%d", sftpHost, cfg.SFTPPublicPort),
+		"host_keys", fingerprints)
 	fmt.Fprintf(stdout, "upgrade-server: http listening on http://%s\n", ln.Addr())
+	fmt.Fprintf(stdout, "upgrade-server: sftp listening on %s\n", sshLn.Addr())
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -149,14 +170,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	})
 	g.Go(func() error {
+		if err := sftpSrv.Serve(sshLn); err != nil && !errors.Is(err, sftpd.ErrServerClosed) {
+			return fmt.Errorf("sftp: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
 		<-gctx.Done()
 		logger.Info("shutting down; waiting for running uploads", "timeout", cfg.ShutdownTimeout)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 		defer cancel()
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := sftpSrv.Shutdown(sctx); err != nil {
+				logger.Warn("sftp shutdown timed out; closing the remaining sessions", "err", err)
+				sftpSrv.Close()
+			}
+		}()
 		if err := srv.Shutdown(sctx); err != nil {
 			logger.Warn("shutdown timed out; closing the remaining connections", "err", err)
 			srv.Close()
 		}
+		wg.Wait()
 		return nil
 	})
 	return g.Wait()

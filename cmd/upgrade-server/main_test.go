@@ -31,6 +31,7 @@ func TestMain(m *testing.M) { pgtest.Exit(m) }
 // server runs run() in-process and returns its base URL once it listens.
 type server struct {
 	url    string
+	sftp   string // host:port of the SFTP daemon
 	cancel context.CancelFunc
 	done   chan error
 	stderr *syncBuffer
@@ -68,8 +69,13 @@ func startServer(t *testing.T, env map[string]string) *server {
 		cancel()
 		t.Fatalf("server did not start: %v\n%s", <-s.done, s.stderr.String())
 	}
-	go io.Copy(io.Discard, pr)
 	s.url = strings.TrimPrefix(lines.Text(), "upgrade-server: http listening on ")
+	if !lines.Scan() {
+		cancel()
+		t.Fatalf("server did not start its SFTP daemon: %v\n%s", <-s.done, s.stderr.String())
+	}
+	s.sftp = strings.TrimPrefix(lines.Text(), "upgrade-server: sftp listening on ")
+	go io.Copy(io.Discard, pr)
 	t.Cleanup(func() { s.stop(t) })
 	waitHealthy(t, s.url+"/healthz")
 	return s
@@ -130,6 +136,7 @@ func TestSeedBashFlow(t *testing.T) {
 	s := startServer(t, map[string]string{
 		"UPGRADE_DATABASE_URL": pgtest.NewSchema(t),
 		"UPGRADE_HTTP_ADDR":    "127.0.0.1:0",
+		"UPGRADE_SFTP_ADDR":    "127.0.0.1:0",
 		"UPGRADE_DATA_DIR":     t.TempDir(),
 	})
 	work := t.TempDir()
@@ -147,6 +154,39 @@ func TestSeedBashFlow(t *testing.T) {
 	}
 	if strings.Contains(s.stderr.String(), readKey(t, work)) {
 		t.Fatal("a request key appears in the log")
+	}
+}
+
+// TestSeedSFTPFlow runs the seed's SFTP session with OpenSSH's sftp against
+// the whole server.
+func TestSeedSFTPFlow(t *testing.T) {
+	for _, tool := range []string{"bash", "curl", "jq", "cmp", "sftp", "ssh-keygen"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed for this test: %v", tool, err)
+		}
+	}
+	s := startServer(t, map[string]string{
+		"UPGRADE_DATABASE_URL": pgtest.NewSchema(t),
+		"UPGRADE_HTTP_ADDR":    "127.0.0.1:0",
+		"UPGRADE_SFTP_ADDR":    "127.0.0.1:0",
+		"UPGRADE_DATA_DIR":     t.TempDir(),
+	})
+	work := t.TempDir()
+	dump := make([]byte, 4<<20)
+	rand.Read(dump)
+	os.WriteFile(filepath.Join(work, "openchs.70.cdump"), dump, 0o600)
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(work, "id_ed25519")).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v %s", err, out)
+	}
+	_, port, _ := strings.Cut(s.sftp, "]:")
+	if port == "" {
+		_, port, _ = strings.Cut(s.sftp, ":")
+	}
+	cmd := exec.Command("bash", "testdata/seed_sftp_flow.sh")
+	cmd.Env = append(os.Environ(), "BASE="+s.url, "WORKDIR="+work, "SFTP_PORT="+port)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "SEED-SFTP-FLOW-OK") {
+		t.Fatalf("seed sftp flow: %v\n%s\nserver log:\n%s", err, out, s.stderr.String())
 	}
 }
 
@@ -173,7 +213,7 @@ func TestEmbeddedDefault(t *testing.T) {
 	}
 	os.Chmod(dir, 0o755) // root runs PostgreSQL as the postgres user
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	env := map[string]string{"UPGRADE_HTTP_ADDR": "127.0.0.1:0", "UPGRADE_DATA_DIR": filepath.Join(dir, "data")}
+	env := map[string]string{"UPGRADE_HTTP_ADDR": "127.0.0.1:0", "UPGRADE_SFTP_ADDR": "127.0.0.1:0", "UPGRADE_DATA_DIR": filepath.Join(dir, "data")}
 
 	s := startServer(t, env)
 	waitHealthy(t, s.url+"/readyz")
@@ -268,6 +308,7 @@ func TestShutdownLetsUploadsFinish(t *testing.T) {
 	s := startServer(t, map[string]string{
 		"UPGRADE_DATABASE_URL": dbURL,
 		"UPGRADE_HTTP_ADDR":    "127.0.0.1:0",
+		"UPGRADE_SFTP_ADDR":    "127.0.0.1:0",
 		"UPGRADE_DATA_DIR":     t.TempDir(),
 	})
 	db, err := pgx.Connect(context.Background(), dbURL)

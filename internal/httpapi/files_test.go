@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,8 +11,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/httpapi"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -202,5 +205,47 @@ func TestStatusKeyOrder(t *testing.T) {
 	}
 	if k := a.Request["key"].(string); !regexp.MustCompile(`^[A-Za-z0-9_-]{22}==$`).MatchString(k) {
 		t.Fatalf("key %q is not 16 bytes of URL-safe base64", k)
+	}
+}
+
+// TestSFTPUploadIsAnUpload: a shared file written in place (as the SFTP
+// daemon does) shows its live size, and process records size and sha256.
+func TestSFTPUploadIsAnUpload(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *httpapi.Options) { o.SFTPHostKeys = []string{"ssh-ed25519 SHA256:abc"} })
+	id := e.create()
+	reqID := mustID(t, id)
+	noFailures(t, "sftp access", e.get("request_sftp_access", with(id, "ssh_keys", publicKey(t))))
+	st, err := os.Stat(e.data.Path(reqID, datadir.Upload))
+	if err != nil || st.Size() != 0 {
+		t.Fatalf("the shared file is not created empty: %v", err)
+	}
+	if a := e.get("process", id); !slices.Equal(a.reasons(), []string{"UPLOAD:MISSING"}) {
+		t.Fatalf("process with an empty shared file: %s", a.raw)
+	}
+	dump := bytes.Repeat([]byte("sftp"), 300000)
+	os.WriteFile(e.data.Path(reqID, datadir.Upload), dump, 0o600)
+	if a := e.get("status", id); a.Request["filesize"] != "1.14 Mb" {
+		t.Fatalf("live size: %v", a.Request["filesize"])
+	}
+	// While a writer holds the lease, process refuses.
+	if err := e.store.BeginInPlaceUpload(context.Background(), reqID, "sftp", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if a := e.get("process", id); !slices.Equal(a.reasons(), []string{"UPLOAD:IN_PROGRESS"}) {
+		t.Fatalf("process during an SFTP write: %s", a.raw)
+	}
+	e.store.AbortUpload(context.Background(), reqID, "sftp")
+	a := e.get("process", id)
+	noFailures(t, "process", a)
+	r, _ := e.store.Request(context.Background(), reqID)
+	if r.State != store.StateQueued || *r.UploadSize != int64(len(dump)) || *r.UploadSHA256 != fileSHA(t, e.data.Path(reqID, datadir.Upload)) {
+		t.Fatalf("after process: %+v", r)
+	}
+	_, page := e.fetch("GET", a.Request["status_url"].(string))
+	for _, want := range []string{"ssh-ed25519 SHA256:abc", "sftp -P 2200 user_" + id["request"] + "@sftp.example.test", "Upload received over SFTP"} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("status page lacks %q", want)
+		}
 	}
 }

@@ -45,6 +45,9 @@ type Options struct {
 	// SFTPHost and SFTPPort are what request_sftp_access advertises.
 	SFTPHost string
 	SFTPPort int
+	// SFTPHostKeys are the daemon's host key fingerprints, shown on the
+	// status page so users can pin them.
+	SFTPHostKeys []string
 	// SFTPAccessTTL is how long a grant lasts (default 24h).
 	SFTPAccessTTL time.Duration
 	// Data is the data directory (uploads and artifacts).

@@ -115,9 +115,18 @@ func handleStatus(requests RequestStore, opts Options) methodFunc {
 	})
 }
 
-func handleProcess(requests RequestStore, opts Options) methodFunc {
+func handleProcess(logger *slog.Logger, requests RequestStore, opts Options) methodFunc {
 	return authenticated(requests, func(r *http.Request, p params, req store.Request) reply {
 		got, err := requests.Process(r.Context(), req.ID)
+		if errors.Is(err, store.ErrNoUpload) {
+			// An SFTP upload is recorded now: size and sha256 of the shared file.
+			var fails []failure
+			fails, err = recordSFTPUpload(r.Context(), logger, requests, opts, req.ID)
+			if fails != nil || err != nil {
+				return reply{fails: fails, err: err}
+			}
+			got, err = requests.Process(r.Context(), req.ID)
+		}
 		return transitionReply(opts, got, err)
 	})
 }

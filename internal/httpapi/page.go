@@ -26,6 +26,8 @@ type pageLink struct {
 
 type statusPage struct {
 	R        wireRequest
+	SFTP     *sftpAccess
+	HostKeys []string
 	Active   bool
 	Refresh  int
 	Links    []pageLink
@@ -52,7 +54,11 @@ func handleStatusPage(logger *slog.Logger, requests RequestStore, opts Options) 
 			writeInternal(w, r, logger, http.StatusInternalServerError, err)
 			return
 		}
-		page := statusPage{R: opts.record(req), Events: events, Uploaded: req.UploadCompletedAt != nil}
+		page := statusPage{R: opts.record(req), Events: events, Uploaded: req.UploadCompletedAt != nil, HostKeys: opts.SFTPHostKeys}
+		if req.SFTPGrantedAt != nil {
+			a := opts.sftpAccess(req)
+			page.SFTP = &a
+		}
 		switch req.State {
 		case store.StateDraft:
 			page.Active, page.Refresh = true, 15

@@ -2,9 +2,11 @@ package httpapi
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
+	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -102,6 +104,11 @@ func (o Options) record(r store.Request) wireRequest {
 	}
 	if r.UploadSize != nil {
 		w.Filesize = ptr(humanSize(*r.UploadSize))
+	} else if r.State == store.StateDraft && o.Data.Root() != "" {
+		// An SFTP upload not yet recorded by process: its live size.
+		if st, err := os.Stat(o.Data.Path(r.ID, datadir.Upload)); err == nil && st.Size() > 0 {
+			w.Filesize = ptr(humanSize(st.Size()))
+		}
 	}
 	if r.EstimatedSeconds != nil {
 		w.EstimatedTime = ptr(hoursMinutes(time.Duration(*r.EstimatedSeconds) * time.Second))

@@ -4,11 +4,13 @@ import (
 	"crypto/rsa"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -42,16 +44,37 @@ func handleRequestSFTPAccess(requests RequestStore, opts Options) methodFunc {
 		if err != nil {
 			return transitionReply(opts, got, err)
 		}
-		user := "user_" + strconv.FormatInt(got.ID, 10)
-		return reply{req: sftpAccess{
-			Hostname:      opts.SFTPHost,
-			SFTPPort:      opts.SFTPPort,
-			SFTPUser:      user,
-			SharedFile:    got.Filename,
-			RequestID:     got.ID,
-			SampleCommand: fmt.Sprintf("sftp -P %d %s@%s", opts.SFTPPort, user, opts.SFTPHost),
-		}}
+		if got.State == store.StateDraft {
+			// The shared file exists from the start, so put -a works from the first byte.
+			if err := ensureSharedFile(opts.Data, got.ID); err != nil {
+				return reply{err: err}
+			}
+		}
+		return reply{req: opts.sftpAccess(got)}
 	})
+}
+
+func (o Options) sftpAccess(r store.Request) sftpAccess {
+	user := "user_" + strconv.FormatInt(r.ID, 10)
+	return sftpAccess{
+		Hostname:      o.SFTPHost,
+		SFTPPort:      o.SFTPPort,
+		SFTPUser:      user,
+		SharedFile:    r.Filename,
+		RequestID:     r.ID,
+		SampleCommand: fmt.Sprintf("sftp -P %d %s@%s", o.SFTPPort, user, o.SFTPHost),
+	}
+}
+
+func ensureSharedFile(data datadir.Dir, id int64) error {
+	if _, err := data.EnsureRequest(id); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(data.Path(id, datadir.Upload), os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("create the shared file: %w", err)
+	}
+	return f.Close()
 }
 
 // parseAuthorizedKeys reads an authorized_keys text: one public key a line,

@@ -275,3 +275,57 @@ func fill(src io.Reader, buf []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// recordSFTPUpload records the shared file written over SFTP as the
+// request's upload: it takes the upload lease (refused while an SFTP write
+// handle is open), hashes the file and stores its size and sha256. An empty
+// or missing file is UPLOAD:MISSING.
+func recordSFTPUpload(ctx context.Context, logger *slog.Logger, requests RequestStore, opts Options, id int64) ([]failure, error) {
+	missing := []failure{{Reason: reasonUploadMissing,
+		Message: "No complete upload: upload the dump (upload or SFTP) before calling process"}}
+	path := opts.Data.Path(id, datadir.Upload)
+	if st, err := os.Stat(path); err != nil || st.Size() == 0 {
+		return missing, nil
+	}
+	token := newKey()
+	if err := requests.BeginUpload(ctx, id, token, opts.UploadLease); err != nil {
+		var se *store.StateError
+		switch {
+		case errors.Is(err, store.ErrUploadBusy):
+			return []failure{uploadInProgress()}, nil
+		case errors.As(err, &se):
+			return []failure{stateFailure(se)}, nil
+		}
+		return nil, err
+	}
+	u := upload{logger: logger.With("request_id", id), requests: requests, opts: opts, id: id, token: token}
+	f, err := os.Open(path)
+	if err != nil {
+		u.abort()
+		return nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	size, err := io.Copy(h, f)
+	if err != nil {
+		u.abort()
+		return nil, err
+	}
+	if size == 0 {
+		u.abort()
+		return missing, nil
+	}
+	digest := hex.EncodeToString(h.Sum(nil))
+	if _, err := requests.CompleteUpload(ctx, id, token, size, digest); err != nil {
+		u.abort()
+		if errors.Is(err, store.ErrLeaseLost) {
+			return []failure{uploadInProgress()}, nil
+		}
+		return nil, err
+	}
+	logger.Info("sftp upload recorded", "request_id", id, "bytes", size, "sha256", digest)
+	if err := requests.AddEvent(ctx, id, "info", fmt.Sprintf("Upload received over SFTP: %s, sha256 %s.", humanSize(size), digest)); err != nil {
+		logger.Warn("request log", "err", err)
+	}
+	return nil, nil
+}

@@ -176,6 +176,17 @@ func needState(r Request, want ...State) error {
 // lease from now. It fails with ErrNotFound, a *StateError (not draft) or
 // ErrUploadBusy (another upload holds an unexpired lease).
 func (s *Store) BeginUpload(ctx context.Context, id int64, token string, lease time.Duration) error {
+	return s.beginUpload(ctx, id, token, lease, false)
+}
+
+// BeginInPlaceUpload is BeginUpload for a writer that changes the stored
+// upload in place (SFTP): the earlier upload stops counting as complete
+// until process records the new one.
+func (s *Store) BeginInPlaceUpload(ctx context.Context, id int64, token string, lease time.Duration) error {
+	return s.beginUpload(ctx, id, token, lease, true)
+}
+
+func (s *Store) beginUpload(ctx context.Context, id int64, token string, lease time.Duration, inPlace bool) error {
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		r, err := lockRequest(ctx, tx, id)
 		if err != nil {
@@ -187,8 +198,11 @@ func (s *Store) BeginUpload(ctx context.Context, id int64, token string, lease t
 		if r.Uploading {
 			return ErrUploadBusy
 		}
-		_, err = tx.Exec(ctx, `UPDATE requests SET upload_token = $2, upload_lease_until = now() + $3::interval
-			WHERE id = $1`, id, token, lease)
+		_, err = tx.Exec(ctx, `UPDATE requests SET upload_token = $2, upload_lease_until = now() + $3::interval,
+			upload_size = CASE WHEN $4 THEN NULL ELSE upload_size END,
+			upload_sha256 = CASE WHEN $4 THEN NULL ELSE upload_sha256 END,
+			upload_completed_at = CASE WHEN $4 THEN NULL ELSE upload_completed_at END
+			WHERE id = $1`, id, token, lease, inPlace)
 		if err != nil {
 			return fmt.Errorf("store: begin upload %d: %w", id, err)
 		}

@@ -191,3 +191,29 @@ func TestGrantSFTP(t *testing.T) {
 		t.Fatalf("grant in the wrong state: %v", err)
 	}
 }
+
+func TestInPlaceUploadInvalidatesTheCompleteOne(t *testing.T) {
+	t.Parallel()
+	s, _ := pgtest.NewStore(t)
+	ctx := context.Background()
+	r := newRequest(t, s)
+	if err := s.BeginUpload(ctx, r.ID, "http", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CompleteUpload(ctx, r.ID, "http", 10, "abc"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BeginInPlaceUpload(ctx, r.ID, "sftp", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Request(ctx, r.ID)
+	if got.UploadCompletedAt != nil || got.UploadSize != nil || !got.Uploading {
+		t.Fatalf("after an in-place writer opened: %+v", got)
+	}
+	if err := s.AbortUpload(ctx, r.ID, "sftp"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Process(ctx, r.ID); !errors.Is(err, store.ErrNoUpload) {
+		t.Fatalf("process after an unrecorded in-place upload: %v", err)
+	}
+}

@@ -1,0 +1,357 @@
+package sftpd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gliderlabs/ssh"
+	"github.com/pkg/sftp"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/store"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = ssh.ErrServerClosed
+
+// RequestStore is what the daemon needs from the store; *store.Store
+// satisfies it.
+type RequestStore interface {
+	Request(ctx context.Context, id int64) (store.Request, error)
+	SFTPKeys(ctx context.Context, id int64) ([]store.SFTPKey, error)
+	BeginInPlaceUpload(ctx context.Context, id int64, token string, lease time.Duration) error
+	RenewUpload(ctx context.Context, id int64, token string, lease time.Duration) error
+	AbortUpload(ctx context.Context, id int64, token string) error
+	AddEvent(ctx context.Context, id int64, level, message string) error
+}
+
+// Config configures the daemon. Zero values get the defaults.
+type Config struct {
+	HostSigners []gossh.Signer // from LoadHostKeys
+	Data        datadir.Dir
+	// IdleTimeout closes connections without traffic (default 10 minutes).
+	IdleTimeout time.Duration
+	// UploadLease is how long a write handle's lease lasts between renewals
+	// (default 1 minute).
+	UploadLease time.Duration
+	// MaxTxPacket is the largest data packet sent to clients (default and
+	// minimum 32 KiB, the size every client accepts).
+	MaxTxPacket uint32
+	NowFunc     func() time.Time
+}
+
+// Server is the SSH/SFTP daemon.
+type Server struct {
+	logger   *slog.Logger
+	requests RequestStore
+	cfg      Config
+	srv      *ssh.Server
+	limiter  *authLimiter
+}
+
+type ctxKey int
+
+const requestIDKey ctxKey = iota
+
+// New returns a daemon; Serve runs it.
+func New(logger *slog.Logger, requests RequestStore, cfg Config) (*Server, error) {
+	if len(cfg.HostSigners) == 0 {
+		return nil, errors.New("sftpd: no host key")
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 10 * time.Minute
+	}
+	if cfg.UploadLease == 0 {
+		cfg.UploadLease = time.Minute
+	}
+	if cfg.NowFunc == nil {
+		cfg.NowFunc = time.Now
+	}
+	s := &Server{logger: logger.With("component", "sftpd"), requests: requests, cfg: cfg, limiter: newAuthLimiter()}
+	s.srv = &ssh.Server{
+		IdleTimeout:      cfg.IdleTimeout,
+		PublicKeyHandler: s.authenticate,
+		// Only the sftp subsystem, by our own session handler: no shell,
+		// exec, pty, X11 or agent forwarding; no port forwarding (no handler
+		// for direct-tcpip or tcpip-forward).
+		ChannelHandlers: map[string]ssh.ChannelHandler{"session": s.handleSession},
+		RequestHandlers: map[string]ssh.RequestHandler{},
+		ServerConfigCallback: func(ctx ssh.Context) *gossh.ServerConfig {
+			return &gossh.ServerConfig{MaxAuthTries: 10, ServerVersion: "SSH-2.0-upgrade-server"}
+		},
+		ConnectionFailedCallback: func(conn net.Conn, err error) {
+			s.logger.Debug("ssh handshake failed", "remote", conn.RemoteAddr().String(), "err", err)
+		},
+	}
+	for _, k := range cfg.HostSigners {
+		s.srv.AddHostKey(k)
+	}
+	return s, nil
+}
+
+// Serve accepts connections on ln until Shutdown or Close; it then returns
+// ErrServerClosed.
+func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+
+// Shutdown stops accepting connections and waits for open sessions until
+// ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+// Close closes the listener and every connection at once.
+func (s *Server) Close() error { return s.srv.Close() }
+
+// parseUser reads the request id of "user_<id>".
+func parseUser(user string) (int64, bool) {
+	rest, ok := strings.CutPrefix(user, "user_")
+	if !ok {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(rest, 10, 64)
+	return id, err == nil && id > 0 && strconv.FormatInt(id, 10) == rest
+}
+
+// loginStates are the states in which a grant lets its keys in.
+var loginStates = []store.State{store.StateDraft, store.StateQueued, store.StateProcessing,
+	store.StateTesting, store.StateDone, store.StateDelivered}
+
+// authenticate lets a key in as user_<id> when request_sftp_access stored
+// it for that request, the grant has not expired and the state allows SFTP.
+// Failures from one address are slowed down.
+func (s *Server) authenticate(ctx ssh.Context, key ssh.PublicKey) bool {
+	host := remoteHost(ctx.RemoteAddr())
+	s.limiter.wait(ctx, host)
+	id, ok := parseUser(ctx.User())
+	if ok {
+		ok = s.allowed(ctx, id, key)
+	}
+	if !ok {
+		s.limiter.fail(host)
+		s.logger.Info("ssh authentication refused", "remote", host, "user", truncate(ctx.User(), 64))
+		return false
+	}
+	s.limiter.succeed(host)
+	ctx.SetValue(requestIDKey, id)
+	return true
+}
+
+func (s *Server) allowed(ctx context.Context, id int64, key ssh.PublicKey) bool {
+	r, err := s.requests.Request(ctx, id)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.logger.Error("ssh authentication: read request", "request_id", id, "err", err)
+		}
+		return false
+	}
+	if r.SFTPExpiresAt == nil || !s.cfg.NowFunc().Before(*r.SFTPExpiresAt) || !containsState(loginStates, r.State) {
+		return false
+	}
+	keys, err := s.requests.SFTPKeys(ctx, id)
+	if err != nil {
+		s.logger.Error("ssh authentication: read keys", "request_id", id, "err", err)
+		return false
+	}
+	for _, k := range keys {
+		pk, _, _, _, err := gossh.ParseAuthorizedKey([]byte(k.PublicKey))
+		if err == nil && ssh.KeysEqual(pk, key) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsState(list []store.State, s store.State) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// handleSession serves one session channel: the sftp subsystem and nothing
+// else. A clean end sends exit-status 0 (scp, which speaks SFTP since
+// OpenSSH 9, reports success from it).
+func (s *Server) handleSession(srv *ssh.Server, conn *gossh.ServerConn, newChan gossh.NewChannel, ctx ssh.Context) {
+	id, ok := ctx.Value(requestIDKey).(int64)
+	if !ok {
+		newChan.Reject(gossh.Prohibited, "not authenticated")
+		return
+	}
+	ch, reqs, err := newChan.Accept()
+	if err != nil {
+		return
+	}
+	logger := s.logger.With("request_id", id, "remote", remoteHost(ctx.RemoteAddr()))
+	var wg sync.WaitGroup
+	started := false
+	for req := range reqs {
+		if req.Type == "subsystem" && !started && subsystemName(req.Payload) == "sftp" {
+			started = true
+			req.Reply(true, nil)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				status := s.serveSFTP(ctx, ch, id, logger)
+				ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{status}))
+				ch.Close()
+			}()
+			continue
+		}
+		if req.Type != "env" {
+			logger.Info("ssh request refused", "type", truncate(req.Type, 64))
+		}
+		if req.WantReply {
+			req.Reply(false, nil)
+		}
+		switch req.Type {
+		case "shell", "exec", "subsystem":
+			// The session cannot do anything else: end it, as OpenSSH
+			// clients wait for the server to close after a refusal.
+			if !started {
+				ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{1}))
+				ch.Close()
+			}
+		}
+	}
+	if !started {
+		ch.Close()
+	}
+	wg.Wait()
+}
+
+func subsystemName(payload []byte) string {
+	var p struct{ Name string }
+	if gossh.Unmarshal(payload, &p) != nil {
+		return ""
+	}
+	return p.Name
+}
+
+// serveSFTP runs pkg/sftp's request server with this request's view; a
+// panic is recovered and logged. It returns the exit status.
+func (s *Server) serveSFTP(ctx context.Context, ch gossh.Channel, id int64, logger *slog.Logger) (status uint32) {
+	defer func() {
+		if v := recover(); v != nil {
+			logger.Error("sftp session panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			status = 1
+		}
+	}()
+	h := &fsHandler{ctx: ctx, logger: logger, requests: s.requests, data: s.cfg.Data, lease: s.cfg.UploadLease, id: id}
+	opts := []sftp.RequestServerOption{sftp.WithStartDirectory("/")}
+	if s.cfg.MaxTxPacket > 0 {
+		opts = append(opts, sftp.WithRSMaxTxPacket(s.cfg.MaxTxPacket))
+	}
+	rs := sftp.NewRequestServer(ch, sftp.Handlers{FileGet: h, FilePut: h, FileCmd: h, FileList: h}, opts...)
+	err := rs.Serve() // the caller closes the channel after sending exit-status
+	if err != nil && !errors.Is(err, io.EOF) {
+		logger.Info("sftp session ended", "err", err)
+		return 1
+	}
+	logger.Debug("sftp session ended")
+	return 0
+}
+
+func remoteHost(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// authLimiter slows down authentication from addresses that keep failing:
+// the first three failures are free, then each attempt waits 250 ms,
+// doubling up to 5 s; a success or ten quiet minutes forget the address.
+type authLimiter struct {
+	mu       sync.Mutex
+	failures map[string]*failures
+}
+
+type failures struct {
+	n    int
+	last time.Time
+}
+
+func newAuthLimiter() *authLimiter { return &authLimiter{failures: map[string]*failures{}} }
+
+const (
+	freeFailures = 3
+	maxAuthDelay = 5 * time.Second
+	forgetAfter  = 10 * time.Minute
+	maxTracked   = 100000
+)
+
+func (l *authLimiter) delay(host string) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f := l.failures[host]
+	if f == nil || time.Since(f.last) > forgetAfter || f.n < freeFailures {
+		return 0
+	}
+	d := 250 * time.Millisecond << min(f.n-freeFailures, 8)
+	return min(d, maxAuthDelay)
+}
+
+func (l *authLimiter) wait(ctx context.Context, host string) {
+	d := l.delay(host)
+	if d == 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func (l *authLimiter) fail(host string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.failures) >= maxTracked {
+		for h, f := range l.failures {
+			if time.Since(f.last) > forgetAfter {
+				delete(l.failures, h)
+			}
+		}
+	}
+	f := l.failures[host]
+	if f == nil {
+		if len(l.failures) >= maxTracked {
+			return
+		}
+		f = &failures{}
+		l.failures[host] = f
+	}
+	if time.Since(f.last) > forgetAfter {
+		f.n = 0
+	}
+	f.n++
+	f.last = time.Now()
+}
+
+func (l *authLimiter) succeed(host string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.failures, host)
+}
