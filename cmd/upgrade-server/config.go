@@ -9,9 +9,12 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/upgrade-server/upgrade-server/internal/sftpd"
 )
 
 // Config is the whole configuration, from flags and UPGRADE_* variables
@@ -28,6 +31,7 @@ type Config struct {
 	UploadFsync     bool
 	SFTPAddr        string
 	SFTPIdleTimeout time.Duration
+	SFTPCiphers     []string
 	SFTPPublicHost  string
 	SFTPPublicPort  int
 	SFTPAccessTTL   time.Duration
@@ -54,6 +58,8 @@ var settings = []setting{
 	{"upload-fsync", "UPGRADE_UPLOAD_FSYNC", "true", "fsync each upload before answering (false: faster, but a machine crash can lose an upload answered as complete)"},
 	{"sftp-addr", "UPGRADE_SFTP_ADDR", ":2200", "address the SSH/SFTP daemon listens on"},
 	{"sftp-idle-timeout", "UPGRADE_SFTP_IDLE_TIMEOUT", "10m", "SFTP connections without traffic for this long are closed"},
+	{"sftp-ciphers", "UPGRADE_SFTP_CIPHERS", "aes128-gcm@openssh.com,aes256-gcm@openssh.com",
+		"SSH ciphers the daemon offers; add aes128-ctr,aes256-ctr or chacha20-poly1305@openssh.com for clients without AES-GCM (slower)"},
 	{"sftp-public-host", "UPGRADE_SFTP_PUBLIC_HOST", "", "host request_sftp_access advertises (default: the public URL's host)"},
 	{"sftp-public-port", "UPGRADE_SFTP_PUBLIC_PORT", "2200", "port request_sftp_access advertises"},
 	{"sftp-access-ttl", "UPGRADE_SFTP_ACCESS_TTL", "24h", "how long an SFTP grant lasts"},
@@ -131,6 +137,18 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	}
 	if cfg.SFTPIdleTimeout, err = time.ParseDuration(get("sftp-idle-timeout")); err != nil || cfg.SFTPIdleTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--sftp-idle-timeout: %q is not a positive duration such as 10m", get("sftp-idle-timeout")))
+	}
+	for _, c := range strings.Split(get("sftp-ciphers"), ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		if !slices.Contains(sftpd.SupportedCiphers(), c) {
+			errs = append(errs, fmt.Errorf("--sftp-ciphers: %q is not one of %s", c, strings.Join(sftpd.SupportedCiphers(), ", ")))
+		}
+		cfg.SFTPCiphers = append(cfg.SFTPCiphers, c)
+	}
+	if len(cfg.SFTPCiphers) == 0 {
+		errs = append(errs, errors.New("--sftp-ciphers: at least one cipher is needed"))
 	}
 	if _, _, err := net.SplitHostPort(cfg.SFTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("--sftp-addr: %w", err))

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# SFTP benchmark (issue 3): a 2 GiB upload and download with OpenSSH's
+# `sftp -b` against upgrade-server's daemon and, in the same run, against
+# OpenSSH's own sshd with internal-sftp on a spare loopback port (throwaway
+# config). Prints throughput both ways and the server's RSS growth.
+# Usage: bench/sftp.sh [size, default 2G] [rounds, default 3]   (as root; installs openssh-server if missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${1:-2G}
+ROUNDS=${2:-3}
+OUT=$(pwd)/bench/out
+mkdir -p "$OUT"
+WORK=$(mktemp -d "$OUT/sftp.XXXXXX")
+chmod 755 "$WORK"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+if [ ! -x /usr/sbin/sshd ]; then
+  echo "installing openssh-server (for the baseline)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
+fi
+go build -o "$WORK/upgrade-server" ./cmd/upgrade-server
+
+DUMP="$OUT/upload-$SIZE.bin"
+if [ ! -f "$DUMP" ]; then
+  echo "making $DUMP"
+  head -c "$SIZE" /dev/urandom > "$DUMP.tmp" && mv "$DUMP.tmp" "$DUMP"
+fi
+BYTES=$(stat -c %s "$DUMP")
+ssh-keygen -q -t ed25519 -N '' -f "$WORK/id_ed25519"
+SSHOPTS=(-i "$WORK/id_ed25519" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o LogLevel=ERROR)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# OpenSSH sshd, internal-sftp, throwaway config.
+SSHD_PORT=$(free_port)
+mkdir -p /run/sshd "$WORK/sshd"
+ssh-keygen -q -t ed25519 -N '' -f "$WORK/sshd/host_key"
+cp "$WORK/id_ed25519.pub" "$WORK/sshd/authorized_keys"
+cat > "$WORK/sshd/config" <<CFG
+Port $SSHD_PORT
+ListenAddress 127.0.0.1
+HostKey $WORK/sshd/host_key
+PidFile $WORK/sshd/pid
+AuthorizedKeysFile $WORK/sshd/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+Subsystem sftp internal-sftp
+CFG
+/usr/sbin/sshd -D -f "$WORK/sshd/config" -E "$WORK/sshd/log" &
+pids+=($!)
+
+# upgrade-server on its embedded PostgreSQL.
+SFTP_PORT=$(free_port)
+"$WORK/upgrade-server" --http-addr 127.0.0.1:0 --sftp-addr "127.0.0.1:$SFTP_PORT" --data-dir "$WORK/data" \
+  --max-upload-bytes 0 --log-level warn >"$WORK/server.out" 2>"$WORK/server.log" &
+SPID=$!; pids+=($SPID)
+for _ in $(seq 1 600); do grep -q "sftp listening" "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done
+BASE=$(sed -n 's/.*http listening on //p' "$WORK/server.out")
+for _ in $(seq 1 50); do (echo > /dev/tcp/127.0.0.1/$SSHD_PORT) 2>/dev/null && break; sleep 0.1; done
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+fresh_cache() { sync; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+
+declare -A total
+growth_max=0
+row() { # round label seconds [extra]
+  printf '%-6s %-34s %8.2f %8.0f %s\n' "$1" "$2" "$3" "$(echo "$BYTES / 1048576 / $3" | bc -l)" "${4:-}"
+  total[$2]=$(echo "${total[$2]:-0} + $3" | bc -l)
+}
+
+echo "sftp: $BYTES bytes with OpenSSH $(ssh -V 2>&1 | cut -d, -f1) sftp -b, $ROUNDS rounds; $(nproc) cores"
+printf '%-6s %-34s %8s %8s\n' round target seconds MiB/s
+for i in $(seq 1 "$ROUNDS"); do
+  # OpenSSH sshd: upload, then download.
+  fresh_cache
+  t=$(secs sftp "${SSHOPTS[@]}" -P "$SSHD_PORT" -b <(echo "put $DUMP $WORK/sshd-upload.bin") root@127.0.0.1)
+  row "$i" "upload   openssh sshd internal-sftp" "$t"
+  fresh_cache
+  t=$(secs sftp "${SSHOPTS[@]}" -P "$SSHD_PORT" -b <(echo "get $WORK/sshd-upload.bin $WORK/sshd-download.bin") root@127.0.0.1)
+  row "$i" "download openssh sshd internal-sftp" "$t"
+  cmp -s "$DUMP" "$WORK/sshd-download.bin" || { echo "sshd download differs"; exit 1; }
+  rm -f "$WORK/sshd-upload.bin" "$WORK/sshd-download.bin"
+  # The same cipher as upgrade-server negotiates, for an equal comparison.
+  fresh_cache
+  t=$(secs sftp "${SSHOPTS[@]}" -c aes128-gcm@openssh.com -P "$SSHD_PORT" -b <(echo "put $DUMP $WORK/sshd-upload.bin") root@127.0.0.1)
+  row "$i" "upload   openssh sshd, aes128-gcm" "$t"
+  fresh_cache
+  t=$(secs sftp "${SSHOPTS[@]}" -c aes128-gcm@openssh.com -P "$SSHD_PORT" -b <(echo "get $WORK/sshd-upload.bin $WORK/sshd-download.bin") root@127.0.0.1)
+  row "$i" "download openssh sshd, aes128-gcm" "$t"
+  rm -f "$WORK/sshd-upload.bin" "$WORK/sshd-download.bin"
+
+  # upgrade-server: create, grant, upload, then make it done with the upload as its result.
+  create=$(curl -sS "$BASE/database/v1/create?contract=bench&aim=test&target=16.0&email=bench@example.com&filename=bench.dump")
+  id=$(echo "$create" | jq -r .request.id); key=$(echo "$create" | jq -r .request.key)
+  params="request=$id&key=$(jq -rn --arg k "$key" '$k|@uri')"
+  curl -sS "$BASE/database/v1/request_sftp_access?$params" -F "ssh_keys=@$WORK/id_ed25519.pub" | jq -e '.failures == []' >/dev/null
+  fresh_cache
+  before=$(rss_kib "$SPID"); echo 5 > "/proc/$SPID/clear_refs"
+  t=$(secs sftp "${SSHOPTS[@]}" -P "$SFTP_PORT" -b <(echo "put $DUMP bench.dump") "user_$id@127.0.0.1")
+  peak=$(hwm_kib "$SPID"); growth=$(( (peak - before) / 1024 )); [ "$growth" -gt "$growth_max" ] && growth_max=$growth
+  row "$i" "upload   upgrade-server" "$t" "RSS +$growth MiB"
+  cmp -s "$DUMP" "$WORK/data/requests/$id/upload" || { echo "upgrade-server upload differs"; exit 1; }
+  ln "$WORK/data/requests/$id/upload" "$WORK/data/requests/$id/upgraded"
+  psql -q -h "$WORK/data/postgres-run" -U postgres upgrade -c "UPDATE requests SET state = 'done' WHERE id = $id"
+  fresh_cache
+  before=$(rss_kib "$SPID"); echo 5 > "/proc/$SPID/clear_refs"
+  t=$(secs sftp "${SSHOPTS[@]}" -P "$SFTP_PORT" -b <(echo "get upgraded_bench.dump $WORK/download.bin") "user_$id@127.0.0.1")
+  peak=$(hwm_kib "$SPID"); growth=$(( (peak - before) / 1024 )); [ "$growth" -gt "$growth_max" ] && growth_max=$growth
+  row "$i" "download upgrade-server" "$t" "RSS +$growth MiB"
+  cmp -s "$DUMP" "$WORK/download.bin" || { echo "upgrade-server download differs"; exit 1; }
+  rm -rf "$WORK/data/requests/$id" "$WORK/download.bin"
+done
+mibs() { echo "$BYTES * $ROUNDS / 1048576 / ${total[$1]}" | bc -l; }
+echo
+printf '%-36s %8s\n' target "MiB/s (mean)"
+for k in "${!total[@]}"; do printf '%-36s %8.0f\n' "$k" "$(mibs "$k")"; done | sort
+for dir in "upload  " "download"; do
+  ours="$dir upgrade-server"; theirs="$dir openssh sshd internal-sftp"; gcm="$dir openssh sshd, aes128-gcm"
+  printf '%s upgrade-server / openssh (client defaults): %.2fx (target >= 0.90); / openssh with aes128-gcm: %.2fx\n' "$dir" \
+    "$(echo "${total[$theirs]} / ${total[$ours]}" | bc -l)" "$(echo "${total[$gcm]} / ${total[$ours]}" | bc -l)"
+done
+echo "max server RSS growth during a transfer: $growth_max MiB (target <= 64)"
