@@ -1,0 +1,22 @@
+package dump_test
+
+import (
+	"archive/zip"
+	"bytes"
+	"testing"
+)
+
+func zipOf(t *testing.T, files map[string]string) string {
+	t.Helper()
+	var b bytes.Buffer
+	w := zip.NewWriter(&b)
+	for name, content := range files {
+		f, err := w.Create(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Write([]byte(content))
+	}
+	w.Close()
+	return b.String()
+}
