@@ -190,7 +190,7 @@ func parseInsert(stmt string, tableCols func(table string) []string, sinkFor fun
 	}
 }
 
-// sqlTuples splits "(1, 'a''b', NULL), (2, E'x\\n', true);" into values.
+// sqlTuples splits "(1, 'a”b', NULL), (2, E'x\\n', true);" into values.
 func sqlTuples(s string) [][]*string {
 	var out [][]*string
 	var tuple []*string

@@ -43,7 +43,9 @@ type FormatError struct{ Reason string }
 
 func (e *FormatError) Error() string { return e.Reason }
 
-func formatErr(format string, args ...any) error { return &FormatError{Reason: fmt.Sprintf(format, args...)} }
+func formatErr(format string, args ...any) error {
+	return &FormatError{Reason: fmt.Sprintf(format, args...)}
+}
 
 // IsFormatError reports whether err is about the input (not about I/O).
 func IsFormatError(err error) bool {
