@@ -1,6 +1,8 @@
 package dump_test
 
 import (
+	"compress/gzip"
+	"io"
 	"archive/zip"
 	"bytes"
 	"testing"
@@ -20,3 +22,5 @@ func zipOf(t *testing.T, files map[string]string) string {
 	w.Close()
 	return b.String()
 }
+
+func gzipWriter(w io.Writer) *gzip.Writer { return gzip.NewWriter(w) }
