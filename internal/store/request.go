@@ -279,6 +279,9 @@ func (s *Store) Process(ctx context.Context, id int64) (Request, error) {
 			state_changed_at = now() WHERE id = $1 AND state = 'draft'`, id); err != nil {
 			return fmt.Errorf("store: queue request %d: %w", id, err)
 		}
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, QueueChannel, fmt.Sprint(id)); err != nil {
+			return fmt.Errorf("store: notify %d: %w", id, err)
+		}
 		if err := addEvent(ctx, tx, id, "info", "Queued for processing."); err != nil {
 			return err
 		}

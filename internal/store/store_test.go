@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -215,5 +216,109 @@ func TestInPlaceUploadInvalidatesTheCompleteOne(t *testing.T) {
 	}
 	if _, err := s.Process(ctx, r.ID); !errors.Is(err, store.ErrNoUpload) {
 		t.Fatalf("process after an unrecorded in-place upload: %v", err)
+	}
+}
+
+func queued(t *testing.T, s *store.Store, n int) []int64 {
+	t.Helper()
+	ctx := context.Background()
+	var ids []int64
+	for range n {
+		r := newRequest(t, s)
+		if err := s.BeginUpload(ctx, r.ID, "u", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CompleteUpload(ctx, r.ID, "u", 1, "x"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Process(ctx, r.ID); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	return ids
+}
+
+// TestConcurrentClaims: claimers racing never get the same request.
+func TestConcurrentClaims(t *testing.T) {
+	t.Parallel()
+	s, _ := pgtest.NewStore(t)
+	queued(t, s, 20)
+	var mu sync.Mutex
+	seen := map[int64]string{}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			owner := fmt.Sprint("w", w)
+			for {
+				j, ok, err := s.ClaimNext(context.Background(), owner, time.Minute)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !ok {
+					return
+				}
+				mu.Lock()
+				if prev, dup := seen[j.ID]; dup {
+					t.Errorf("request %d claimed by %s and %s", j.ID, prev, owner)
+				}
+				seen[j.ID] = owner
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 20 {
+		t.Fatalf("claimed %d of 20", len(seen))
+	}
+}
+
+// TestExpiredLeaseIsReclaimed: a worker that stops heartbeating loses its
+// request to the next claimer, with the attempt counted.
+func TestExpiredLeaseIsReclaimed(t *testing.T) {
+	t.Parallel()
+	s, _ := pgtest.NewStore(t)
+	ctx := context.Background()
+	ids := queued(t, s, 1)
+	j, ok, err := s.ClaimNext(ctx, "dead", 50*time.Millisecond)
+	if err != nil || !ok || j.ID != ids[0] || j.Attempts != 1 || j.State != store.StateProcessing {
+		t.Fatalf("first claim: %+v %v %v", j, ok, err)
+	}
+	if err := s.SetScratchDB(ctx, j.ID, "dead", "upgrade_scratch_x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.ClaimNext(ctx, "live", time.Minute); ok {
+		t.Fatal("a live lease was taken over")
+	}
+	var j2 store.Job
+	ok = false
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok {
+		if time.Now().After(deadline) {
+			t.Fatal("the expired lease was never reclaimed")
+		}
+		j2, ok, err = s.ClaimNext(ctx, "live", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if j2.ID != j.ID || j2.Attempts != 2 || j2.ScratchDB == nil || *j2.ScratchDB != "upgrade_scratch_x" {
+		t.Fatalf("reclaim: %+v", j2)
+	}
+	if err := s.Heartbeat(ctx, j.ID, "dead", time.Minute); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("the dead worker's heartbeat: %v", err)
+	}
+	if err := s.Finish(ctx, j.ID, "dead", store.Outcome{State: store.StateDone}); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("the dead worker finished: %v", err)
+	}
+	if err := s.Finish(ctx, j.ID, "live", store.Outcome{State: store.StateDone}); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := s.Request(ctx, j.ID)
+	if r.State != store.StateDone || r.FinishedAt == nil {
+		t.Fatalf("after finish: %+v", r)
 	}
 }
