@@ -36,6 +36,11 @@ type Config struct {
 	SFTPPublicPort  int
 	SFTPAccessTTL   time.Duration
 	ShutdownTimeout time.Duration
+	Workers         int
+	Engine          string
+	EngineCommand   string
+	EngineTimeout   time.Duration
+	ScriptsDir      string
 	LogFormat       string
 	LogLevel        string
 }
@@ -63,6 +68,11 @@ var settings = []setting{
 	{"sftp-public-host", "UPGRADE_SFTP_PUBLIC_HOST", "", "host request_sftp_access advertises (default: the public URL's host)"},
 	{"sftp-public-port", "UPGRADE_SFTP_PUBLIC_PORT", "2200", "port request_sftp_access advertises"},
 	{"sftp-access-ttl", "UPGRADE_SFTP_ACCESS_TTL", "24h", "how long an SFTP grant lasts"},
+	{"workers", "UPGRADE_WORKERS", "2", "requests processed at once by this process (0: none, an API-only replica)"},
+	{"engine", "UPGRADE_ENGINE", "builtin", "upgrade engine: builtin (restore, SQL upgrade, dump), command (your upgrade command) or passthrough (no PostgreSQL work)"},
+	{"engine-command", "UPGRADE_ENGINE_COMMAND", "", "the command engine's shell command, run against the restored scratch database (PGHOST, PGDATABASE, UPGRADE_SOURCE_VERSION… set)"},
+	{"engine-timeout", "UPGRADE_ENGINE_TIMEOUT", "4h", "the command engine's time limit"},
+	{"scripts-dir", "UPGRADE_SCRIPTS_DIR", "", "operator SQL scripts for the builtin engine: <dir>/<series>/*.sql, run for each version hop"},
 	{"shutdown-timeout", "UPGRADE_SHUTDOWN_TIMEOUT", "2m", "how long shutdown waits for running uploads"},
 	{"log-format", "UPGRADE_LOG_FORMAT", "text", "log format: text or json"},
 	{"log-level", "UPGRADE_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
@@ -152,6 +162,19 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	}
 	if _, _, err := net.SplitHostPort(cfg.SFTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("--sftp-addr: %w", err))
+	}
+	cfg.Engine, cfg.EngineCommand, cfg.ScriptsDir = get("engine"), get("engine-command"), get("scripts-dir")
+	if cfg.Engine != "builtin" && cfg.Engine != "command" && cfg.Engine != "passthrough" {
+		errs = append(errs, fmt.Errorf("--engine: %q is not builtin, command or passthrough", cfg.Engine))
+	}
+	if cfg.Engine == "command" && cfg.EngineCommand == "" {
+		errs = append(errs, errors.New("--engine-command: the command engine needs a command"))
+	}
+	if cfg.Workers, err = strconv.Atoi(get("workers")); err != nil || cfg.Workers < 0 {
+		errs = append(errs, fmt.Errorf("--workers: %q is not a number of workers", get("workers")))
+	}
+	if cfg.EngineTimeout, err = time.ParseDuration(get("engine-timeout")); err != nil || cfg.EngineTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--engine-timeout: %q is not a positive duration such as 4h", get("engine-timeout")))
 	}
 	if cfg.ShutdownTimeout, err = time.ParseDuration(get("shutdown-timeout")); err != nil || cfg.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout: %q is not a duration such as 2m", get("shutdown-timeout")))

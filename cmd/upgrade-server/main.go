@@ -24,10 +24,12 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/engine"
 	"github.com/upgrade-server/upgrade-server/internal/httpapi"
 	"github.com/upgrade-server/upgrade-server/internal/pgembed"
 	"github.com/upgrade-server/upgrade-server/internal/sftpd"
 	"github.com/upgrade-server/upgrade-server/internal/store"
+	"github.com/upgrade-server/upgrade-server/internal/worker"
 	"github.com/upgrade-server/upgrade-server/migrations"
 )
 
@@ -117,6 +119,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
+	eng, err := engine.New(logger, engine.Config{Kind: cfg.Engine, DatabaseURL: dbURL, Targets: cfg.Targets,
+		ScriptsDir: cfg.ScriptsDir, Command: cfg.EngineCommand, CommandTimeout: cfg.EngineTimeout, Data: data})
+	if err != nil {
+		return err
+	}
+	wrk := worker.New(logger, st, eng, worker.Config{Slots: cfg.Workers, SoftStop: cfg.ShutdownTimeout})
+
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
@@ -170,6 +179,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return nil
 	})
+	if cfg.Workers > 0 {
+		g.Go(func() error { return wrk.Run(gctx) })
+	}
 	g.Go(func() error {
 		if err := sftpSrv.Serve(sshLn); err != nil && !errors.Is(err, sftpd.ErrServerClosed) {
 			return fmt.Errorf("sftp: %w", err)

@@ -138,6 +138,7 @@ func TestSeedBashFlow(t *testing.T) {
 		"UPGRADE_HTTP_ADDR":    "127.0.0.1:0",
 		"UPGRADE_SFTP_ADDR":    "127.0.0.1:0",
 		"UPGRADE_DATA_DIR":     t.TempDir(),
+		"UPGRADE_WORKERS":      "0", // the API alone: the request stays pending
 	})
 	work := t.TempDir()
 	dump := make([]byte, 8<<20)
@@ -172,8 +173,11 @@ func TestSeedSFTPFlow(t *testing.T) {
 		"UPGRADE_DATA_DIR":     t.TempDir(),
 	})
 	work := t.TempDir()
-	dump := make([]byte, 4<<20)
-	rand.Read(dump)
+	// An Odoo 12 database in pg_dump's custom format (internal/dump/testdata/make-fixtures.sh).
+	dump, err := os.ReadFile("../../internal/dump/testdata/fixtures/odoo12.custom.dump")
+	if err != nil {
+		t.Fatal(err)
+	}
 	os.WriteFile(filepath.Join(work, "openchs.70.cdump"), dump, 0o600)
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(work, "id_ed25519")).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v %s", err, out)
@@ -306,6 +310,7 @@ func TestContracts(t *testing.T) {
 func TestShutdownLetsUploadsFinish(t *testing.T) {
 	dbURL := pgtest.NewSchema(t)
 	s := startServer(t, map[string]string{
+		"UPGRADE_WORKERS":      "0",
 		"UPGRADE_DATABASE_URL": dbURL,
 		"UPGRADE_HTTP_ADDR":    "127.0.0.1:0",
 		"UPGRADE_SFTP_ADDR":    "127.0.0.1:0",

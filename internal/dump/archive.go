@@ -181,7 +181,10 @@ func readHeader(s *src) (*archive, error) {
 			return nil, err
 		}
 	}
-	if a.version() < v(1, 10) || a.vmaj != 1 {
+	if a.vmaj != 1 {
+		return nil, formatErr("the pg_dump archive header is damaged (version %d.%d)", a.vmaj, a.vmin)
+	}
+	if a.version() < v(1, 10) {
 		return nil, formatErr("pg_dump archive version %d.%d is too old (PostgreSQL before 8.4); dump it again with a newer pg_dump", a.vmaj, a.vmin)
 	}
 	if a.version() > v(1, 16) {

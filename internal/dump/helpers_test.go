@@ -1,10 +1,10 @@
 package dump_test
 
 import (
-	"compress/gzip"
-	"io"
 	"archive/zip"
 	"bytes"
+	"compress/gzip"
+	"io"
 	"testing"
 )
 

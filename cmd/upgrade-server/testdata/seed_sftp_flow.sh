@@ -5,7 +5,7 @@ set -eu
 cd "$WORKDIR"
 SSHOPTS="-i $WORKDIR/id_ed25519 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o LogLevel=ERROR"
 
-curl -sS "${BASE}/database/v1/create?contract=M123456-abcdef&aim=test&target=16.0&email=john.doe@example.com&filename=openchs.70.cdump" > create_result.json
+curl -sS "${BASE}/database/v1/create?contract=M123456-abcdef&aim=production&target=16.0&email=john.doe@example.com&filename=openchs.70.cdump" > create_result.json
 KEY=$(jq -r .request.key create_result.json)
 REQUEST_ID=$(jq -r .request.id create_result.json)
 URL_PARAMS="key=${KEY}&request=${REQUEST_ID}"
@@ -23,17 +23,34 @@ SHARED=$(jq -r .request.shared_file request_sftp_result.json)
 printf 'put %s %s\nls -l %s\n' "$WORKDIR/openchs.70.cdump" "$SHARED" "$SHARED" | sftp $SSHOPTS -b - -P "$SFTP_PORT" "$SFTP_USER@127.0.0.1" > session.txt
 grep -q -- "-rw-rw-rw-" session.txt
 # the live size shows in status before process
-curl -sS "${BASE}/database/v1/status?${URL_PARAMS}" | jq -e '.request.filesize == "4.00 Mb"' >/dev/null
+SIZE=$(curl -sS "${BASE}/database/v1/status?${URL_PARAMS}" | jq -r '.request.filesize')
+[ "$SIZE" != "null" ] || { echo "no live size"; exit 1; }
 # echo "put …" | sftp -b - (the seed's scripted form)
 echo "put $WORKDIR/openchs.70.cdump $SHARED" | sftp $SSHOPTS -b - -P "$SFTP_PORT" "$SFTP_USER@127.0.0.1" >/dev/null
 
 curl -sS "${BASE}/database/v1/process?${URL_PARAMS}" > process_result.json
-jq -e '.failures == [] and .request.state == "pending" and .request.filesize == "4.00 Mb"' process_result.json >/dev/null \
+jq -e --arg s "$SIZE" '.failures == [] and .request.state == "pending" and .request.filesize == $s' process_result.json >/dev/null \
   || { cat process_result.json; exit 1; }
-# after process: read-only
+# wait for the worker
+for _ in $(seq 1 600); do
+  curl -sS "${BASE}/database/v1/status?${URL_PARAMS}" > status_result.json
+  state=$(jq -r .request.state status_result.json)
+  case "$state" in pending|processing) sleep 0.1 ;; *) break ;; esac
+done
+jq -e '.request.state == "done" and .request.database_version == "12.0" and .request.postgresql == "15"
+  and .request.compressions == ["pgdmp_custom","sql"] and .request.processed_at != null' status_result.json >/dev/null \
+  || { cat status_result.json; exit 1; }
+# after process: read-only, and only upgraded_<filename> is there
 if echo "put $WORKDIR/openchs.70.cdump $SHARED" | sftp $SSHOPTS -b - -P "$SFTP_PORT" "$SFTP_USER@127.0.0.1" >/dev/null 2>&1; then
   echo "an upload after process was accepted"; exit 1
 fi
 curl -sS -o original.dump "$(jq -r .request.original_dump_url process_result.json)"
 cmp original.dump openchs.70.cdump
+# the seed's download session
+echo "get upgraded_${SHARED} $WORKDIR/upgraded_${SHARED}" | sftp $SSHOPTS -b - -P "$SFTP_PORT" "$SFTP_USER@127.0.0.1" >/dev/null
+curl -sS -o upgraded_http.dump "$(jq -r .request.upgraded_dump_url status_result.json)"
+cmp upgraded_http.dump "upgraded_${SHARED}"
+pg_restore -l "upgraded_${SHARED}" >/dev/null
+pg_restore -f - -a -t ir_module_module "upgraded_${SHARED}" | grep -q "16.0.1.3"
+curl -sS "$(jq -r .request.notes_url status_result.json)" | grep -q "16.0.1.3"
 echo SEED-SFTP-FLOW-OK

@@ -1,0 +1,272 @@
+package engine
+
+import (
+	"archive/tar"
+	"archive/zip"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/upgrade-server/upgrade-server/internal/datadir"
+)
+
+// dumpResult writes the upgraded dump in the upload's own format: custom
+// stays custom, an Odoo zip stays an Odoo zip, SQL stays SQL, gzip stays
+// gzip. It is written to a temporary file and renamed into place.
+func (r *run) dumpResult(ctx context.Context) error {
+	dst := r.e.cfg.Data.Path(r.job.ID, datadir.UpgradedArchive)
+	tmp := dst + ".part"
+	defer os.Remove(tmp)
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	outer := r.outerLayers()
+	var w io.Writer = out
+	var gz *gzip.Writer
+	if len(outer) > 0 && outer[0] == "gzip" {
+		gz = gzip.NewWriter(out)
+		w = gz
+	}
+	switch {
+	case r.info.Format == "directory":
+		err = r.dumpDirectory(ctx, w, outer[len(outer)-1])
+	case len(outer) > 0 && outer[len(outer)-1] == "zip":
+		err = r.dumpZip(ctx, out)
+	case len(outer) > 0 && outer[len(outer)-1] == "tar":
+		err = r.dumpTarOfOne(ctx, w)
+	default:
+		err = r.pgDump(ctx, w, formatFlag(r.info.Format))
+	}
+	if err != nil {
+		return err
+	}
+	if gz != nil {
+		if err := gz.Close(); err != nil {
+			return err
+		}
+	}
+	if err := out.Sync(); err != nil {
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+func formatFlag(format string) string {
+	switch format {
+	case "custom":
+		return "-Fc"
+	case "tar":
+		return "-Ft"
+	}
+	return "-Fp"
+}
+
+func (r *run) pgDump(ctx context.Context, w io.Writer, flag string, extra ...string) error {
+	args := append([]string{"--no-owner", "--no-acl", flag}, extra...)
+	cmd := r.tool(ctx, r.scratch, "pg_dump", args...)
+	cmd.Stdout = w
+	var tail tailBuffer
+	cmd.Stderr = &tail
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("pg_dump: %w: %s", err, tail.String())
+	}
+	return nil
+}
+
+// dumpZip writes an Odoo backup (dump.sql first, manifest.json,
+// filestore/) or a zip of the one dump file it came as.
+func (r *run) dumpZip(ctx context.Context, out io.Writer) error {
+	zw := zip.NewWriter(out)
+	name := "dump.sql"
+	if src, err := zip.OpenReader(r.upload); err == nil {
+		if m := pickZipMember(&src.Reader); m != nil {
+			name = m.Name
+		}
+		src.Close()
+	}
+	flag := formatFlag(r.info.Format)
+	fw, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate})
+	if err != nil {
+		return err
+	}
+	if err := r.pgDump(ctx, fw, flag); err != nil {
+		return err
+	}
+	if name == "dump.sql" && (r.info.Filestore || r.info.ManifestVersion != "") {
+		if err := r.writeManifest(ctx, zw); err != nil {
+			return err
+		}
+		root := filepath.Join(r.work, "filestore")
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				if os.IsNotExist(err) {
+					return nil
+				}
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			fw, err := zw.CreateHeader(&zip.FileHeader{Name: path.Join("filestore", filepath.ToSlash(rel)), Method: zip.Deflate})
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = io.Copy(fw, f)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return zw.Close()
+}
+
+// writeManifest updates the backup's manifest.json for the target.
+func (r *run) writeManifest(ctx context.Context, zw *zip.Writer) error {
+	m := map[string]any{}
+	if src, err := zip.OpenReader(r.upload); err == nil {
+		for _, f := range src.File {
+			if f.Name == "manifest.json" && f.UncompressedSize64 < 1<<20 {
+				if rc, err := f.Open(); err == nil {
+					json.NewDecoder(rc).Decode(&m)
+					rc.Close()
+				}
+			}
+		}
+		src.Close()
+	}
+	major, _ := strconv.Atoi(strings.SplitN(strings.TrimPrefix(r.job.Target, "saas~"), ".", 2)[0])
+	m["odoo_dump"] = "1"
+	m["version"] = r.job.Target
+	m["major_version"] = r.job.Target
+	m["version_info"] = []any{major, 0, 0, "final", 0, ""}
+	mods := map[string]string{}
+	for _, mc := range r.modules {
+		if mc.After != "" {
+			mods[mc.Name] = mc.After
+		}
+	}
+	m["modules"] = mods
+	if conn, err := r.scratchConn(ctx); err == nil {
+		var num int
+		if conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&num) == nil {
+			m["pg_version"] = fmt.Sprintf("%d.%d", num/10000, num%10000/100)
+		}
+		conn.Close(ctx)
+	}
+	fw, err := zw.CreateHeader(&zip.FileHeader{Name: "manifest.json", Method: zip.Deflate})
+	if err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(m, "", "    ")
+	_, err = fw.Write(b)
+	return err
+}
+
+// dumpDirectory writes a directory archive and packs it as the upload was
+// packed (zip or tar), under the folder name the upload used.
+func (r *run) dumpDirectory(ctx context.Context, w io.Writer, container string) error {
+	dir := filepath.Join(r.work, "dump-dir")
+	os.RemoveAll(dir)
+	if err := r.pgDump(ctx, io.Discard, "-Fd", "-f", dir); err != nil {
+		return err
+	}
+	root := "upgraded.dump"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	add := func(name string, write func(io.Writer) error) error { return nil }
+	var closeFn func() error
+	switch container {
+	case "zip":
+		zw := zip.NewWriter(w)
+		add = func(name string, write func(io.Writer) error) error {
+			fw, err := zw.CreateHeader(&zip.FileHeader{Name: path.Join(root, name), Method: zip.Deflate})
+			if err != nil {
+				return err
+			}
+			return write(fw)
+		}
+		closeFn = zw.Close
+	default:
+		tw := tar.NewWriter(w)
+		add = func(name string, write func(io.Writer) error) error {
+			st, err := os.Stat(filepath.Join(dir, name))
+			if err != nil {
+				return err
+			}
+			if err := tw.WriteHeader(&tar.Header{Name: path.Join(root, name), Mode: 0o600, Size: st.Size(), ModTime: st.ModTime()}); err != nil {
+				return err
+			}
+			return write(tw)
+		}
+		closeFn = tw.Close
+	}
+	for _, e := range entries {
+		name := e.Name()
+		err := add(name, func(dst io.Writer) error {
+			f, err := os.Open(filepath.Join(dir, name))
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = io.Copy(dst, f)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return closeFn()
+}
+
+// dumpTarOfOne writes a tar holding one dump, as the upload was.
+func (r *run) dumpTarOfOne(ctx context.Context, w io.Writer) error {
+	tmp := filepath.Join(r.work, "inner.dump")
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	err = r.pgDump(ctx, f, formatFlag(r.info.Format))
+	f.Close()
+	if err != nil {
+		return err
+	}
+	st, err := os.Stat(tmp)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(w)
+	if err := tw.WriteHeader(&tar.Header{Name: "upgraded_" + r.job.Filename, Mode: 0o600, Size: st.Size(), ModTime: st.ModTime()}); err != nil {
+		return err
+	}
+	in, err := os.Open(tmp)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if _, err := io.Copy(tw, in); err != nil {
+		return err
+	}
+	return tw.Close()
+}
