@@ -32,6 +32,8 @@ type Info struct {
 	Filestore bool
 	// Modules maps each installed module to its latest_version.
 	Modules map[string]string
+	// Neutralized is true when database.is_neutralized is set (a test copy).
+	Neutralized bool
 	// ManifestVersion is an Odoo backup's manifest.json "version", if any.
 	ManifestVersion string
 	// ManifestPG is the manifest's pg_version as a major version.
@@ -88,7 +90,8 @@ func seriesOf(v string) string {
 // tables collects the rows inspection needs.
 type tables struct {
 	modules map[string]moduleRow
-	uuid    string
+	uuid        string
+	neutralized bool
 }
 
 type moduleRow struct{ version, state string }
@@ -103,6 +106,7 @@ func (t *tables) module(name, version, state string) {
 // finish fills the Odoo facts of info from the rows read.
 func (t *tables) finish(info *Info) {
 	info.DatabaseUUID = t.uuid
+	info.Neutralized = t.neutralized
 	if len(t.modules) == 0 {
 		return
 	}
@@ -155,8 +159,11 @@ func (t *tables) sinkFor(table string) rowSink {
 		}
 	case "ir_config_parameter":
 		return func(row map[string]*string) {
-			if deref(row["key"]) == "database.uuid" {
+			switch deref(row["key"]) {
+			case "database.uuid":
 				t.uuid = deref(row["value"])
+			case "database.is_neutralized":
+				t.neutralized = deref(row["value"]) == "True" || deref(row["value"]) == "true"
 			}
 		}
 	}

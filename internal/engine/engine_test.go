@@ -1,0 +1,272 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/dump"
+	"github.com/upgrade-server/upgrade-server/internal/engine"
+	"github.com/upgrade-server/upgrade-server/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Exit(m) }
+
+var targets = []string{"12.0", "13.0", "14.0", "15.0", "16.0", "17.0"}
+
+const fixtures = "../dump/testdata/fixtures/"
+
+type env struct {
+	t    *testing.T
+	eng  *engine.Engine
+	data datadir.Dir
+	url  string
+	mu   sync.Mutex
+	logs []string
+}
+
+func newEnv(t *testing.T, cfg engine.Config) *env {
+	t.Helper()
+	for _, tool := range []string{"pg_restore", "pg_dump", "psql"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed: %v", tool, err)
+		}
+	}
+	e := &env{t: t, data: datadir.New(t.TempDir()), url: pgtest.BaseURL(t)}
+	cfg.DatabaseURL, cfg.Data, cfg.Targets = e.url, e.data, targets
+	if cfg.Kind == "" {
+		cfg.Kind = engine.Builtin
+	}
+	eng, err := engine.New(slog.New(slog.NewTextHandler(io.Discard, nil)), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.eng = eng
+	return e
+}
+
+var nextID = struct {
+	sync.Mutex
+	n int64
+}{n: int64(os.Getpid()) * 1000}
+
+// job stores a fixture as a request's upload.
+func (e *env) job(fixture, target, aim string) engine.Job {
+	e.t.Helper()
+	nextID.Lock()
+	nextID.n++
+	id := nextID.n
+	nextID.Unlock()
+	b, err := os.ReadFile(fixtures + fixture)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.data.EnsureRequest(id); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(e.data.Path(id, datadir.Upload), b, 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	return engine.Job{ID: id, Attempt: 1, Target: target, Aim: aim, Filename: fixture}
+}
+
+func (e *env) run(j engine.Job) (engine.Result, error) {
+	return e.eng.Run(context.Background(), j, engine.Hooks{Log: func(level, msg string) {
+		e.mu.Lock()
+		e.logs = append(e.logs, level+": "+msg)
+		e.mu.Unlock()
+	}})
+}
+
+// TestBuiltinEveryFormat upgrades an Odoo 12 database, uploaded in every
+// format, to 16.0: the result keeps the upload's format, reads as 16.0,
+// and (aim=test) is neutralized; the scratch database is gone.
+func TestBuiltinEveryFormat(t *testing.T) {
+	e := newEnv(t, engine.Config{})
+	for _, f := range []string{"custom.dump", "custom-piped.dump", "custom-z0.dump", "custom-inserts.dump", "custom.dump.gz",
+		"tar", "dir.zip", "dir.tar", "sql", "sql.gz", "inserts.sql", "odoo-backup.zip"} {
+		t.Run(f, func(t *testing.T) {
+			t.Parallel()
+			before, err := dump.InspectFile(fixtures + "odoo12." + f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			j := e.job("odoo12."+f, "16.0", "test")
+			if _, err := e.run(j); err != nil {
+				t.Fatalf("run: %v\n%s", err, strings.Join(e.logs, "\n"))
+			}
+			after, err := dump.InspectFile(e.data.Path(j.ID, datadir.UpgradedArchive))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.DatabaseVersion != "16.0" || !after.Neutralized || after.DatabaseUUID != before.DatabaseUUID {
+				t.Fatalf("upgraded: %+v", after)
+			}
+			if !slices.Equal(after.Compressions, before.Compressions) || after.Filestore != before.Filestore {
+				t.Fatalf("format changed: %v -> %v (filestore %v -> %v)", before.Compressions, after.Compressions, before.Filestore, after.Filestore)
+			}
+			for m, v := range after.Modules {
+				if !strings.HasPrefix(v, "16.0.") {
+					t.Errorf("module %s at %s", m, v)
+				}
+			}
+			for _, a := range []datadir.Artifact{datadir.Notes, datadir.Modules} {
+				if st, err := os.Stat(e.data.Path(j.ID, a)); err != nil || st.Size() == 0 {
+					t.Errorf("%s missing: %v", a, err)
+				}
+			}
+		})
+	}
+	t.Cleanup(func() { assertNoScratch(t, e) })
+}
+
+func assertNoScratch(t *testing.T, e *env) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_database WHERE datname LIKE 'upgrade_scratch_%'`).Scan(&n)
+	if n != 0 {
+		t.Errorf("%d scratch databases left", n)
+	}
+}
+
+// TestUpgradedDatabase restores the result and looks inside: modules moved,
+// scheduled actions and mail servers off, data intact.
+func TestUpgradedDatabase(t *testing.T) {
+	e := newEnv(t, engine.Config{})
+	j := e.job("odoo12.custom.dump", "16.0", "test")
+	if _, err := e.run(j); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	check := "upgrade_check_" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "_"))
+	admin.Exec(ctx, "DROP DATABASE IF EXISTS "+check)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+check); err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Exec(ctx, "DROP DATABASE IF EXISTS "+check+" WITH (FORCE)")
+	cfg, _ := pgx.ParseConfig(e.url)
+	cfg.Database = check
+	cfg.RuntimeParams = map[string]string{}
+	cmd := exec.Command("pg_restore", "--no-owner", "-d", check, e.data.Path(j.ID, datadir.UpgradedArchive))
+	cmd.Env = append(os.Environ(), "PGHOST="+cfg.Host, "PGPORT="+itoa(int(cfg.Port)), "PGUSER="+cfg.User)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restore the result: %v %s", err, out)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var base, state, l10n string
+	var crons, mails, partners int
+	conn.QueryRow(ctx, `SELECT latest_version, state FROM ir_module_module WHERE name = 'base'`).Scan(&base, &state)
+	conn.QueryRow(ctx, `SELECT latest_version FROM ir_module_module WHERE name = 'l10n_be'`).Scan(&l10n)
+	conn.QueryRow(ctx, `SELECT count(*) FROM ir_cron WHERE active`).Scan(&crons)
+	conn.QueryRow(ctx, `SELECT count(*) FROM ir_mail_server WHERE active`).Scan(&mails)
+	conn.QueryRow(ctx, `SELECT count(*) FROM res_partner`).Scan(&partners)
+	if base != "16.0.1.3" || state != "installed" || l10n != "16.0.2.0" || crons != 0 || mails != 0 || partners != 300 {
+		t.Fatalf("base %s %s, l10n_be %s, active crons %d, mail servers %d, partners %d", base, state, l10n, crons, mails, partners)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	e := newEnv(t, engine.Config{})
+	var ce *engine.CustomerError
+	_, err := e.run(e.job("odoo16.custom.dump", "16.0", "test"))
+	if !errors.As(err, &ce) || !strings.Contains(ce.Message, "16.0") || !strings.Contains(ce.Message, "not newer") {
+		t.Fatalf("same version: %v", err)
+	}
+	_, err = e.run(e.job("odoo16.sql", "12.0", "production"))
+	if !errors.As(err, &ce) || !strings.Contains(ce.Message, "12.0") {
+		t.Fatalf("downgrade: %v", err)
+	}
+	j := e.job("odoo16.sql", "17.0", "test")
+	os.WriteFile(e.data.Path(j.ID, datadir.Upload), []byte("not a dump at all\n"), 0o600)
+	if _, err = e.run(j); !errors.As(err, &ce) || !strings.Contains(ce.Message, "not a database dump") {
+		t.Fatalf("garbage: %v", err)
+	}
+	b, _ := os.ReadFile(fixtures + "odoo16.custom.dump")
+	j = e.job("odoo16.sql", "17.0", "test")
+	os.WriteFile(e.data.Path(j.ID, datadir.Upload), b[:len(b)*2/3], 0o600)
+	if _, err = e.run(j); !errors.As(err, &ce) {
+		t.Fatalf("truncated: %v", err)
+	}
+	t.Cleanup(func() { assertNoScratch(t, e) })
+}
+
+func TestScripts(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "13.0"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "16.0"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "17.0"), 0o755)
+	os.WriteFile(filepath.Join(dir, "13.0", "01_partner.sql"), []byte("UPDATE res_partner SET comment = 'hop 13';\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "16.0", "01_ok.sql"), []byte("SELECT 1;\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "16.0", "02_broken.sql"), []byte("SELECT 1;\n\nSELECT no_such_column FROM res_partner;\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "17.0", "01_never.sql"), []byte("SELECT 1/0;\n"), 0o644)
+	e := newEnv(t, engine.Config{ScriptsDir: dir})
+	_, err := e.run(e.job("odoo12.sql", "16.0", "production"))
+	var ce *engine.CustomerError
+	if !errors.As(err, &ce) || !strings.Contains(ce.Message, "16.0/02_broken.sql failed at line 3") || !strings.Contains(ce.Message, "no_such_column") {
+		t.Fatalf("failing script: %v", err)
+	}
+	joined := strings.Join(e.logs, "\n")
+	if !strings.Contains(joined, "13.0/01_partner.sql") || !strings.Contains(joined, "16.0/01_ok.sql") || strings.Contains(joined, "17.0") {
+		t.Fatalf("scripts run:\n%s", joined)
+	}
+}
+
+func TestCommandEngine(t *testing.T) {
+	e := newEnv(t, engine.Config{Kind: engine.Command, Command: `echo "upgrading $UPGRADE_SOURCE_VERSION to $UPGRADE_TARGET_VERSION for $UPGRADE_REQUEST_ID ($UPGRADE_AIM)";
+psql -X -q -v ON_ERROR_STOP=1 -c "UPDATE ir_module_module SET latest_version = '$UPGRADE_TARGET_VERSION.9.9' WHERE state = 'installed'"`})
+	j := e.job("odoo12.custom.dump", "16.0", "production")
+	if _, err := e.run(j); err != nil {
+		t.Fatalf("%v\n%s", err, strings.Join(e.logs, "\n"))
+	}
+	if !strings.Contains(strings.Join(e.logs, "\n"), "| upgrading 12.0 to 16.0 for") {
+		t.Fatalf("command output not in the log:\n%s", strings.Join(e.logs, "\n"))
+	}
+	after, err := dump.InspectFile(e.data.Path(j.ID, datadir.UpgradedArchive))
+	if err != nil || after.Modules["base"] != "16.0.9.9" {
+		t.Fatalf("after the command: %+v %v", after.Modules, err)
+	}
+	bad := newEnv(t, engine.Config{Kind: engine.Command, Command: `echo step one; echo "it broke" >&2; exit 3`})
+	_, err = bad.run(bad.job("odoo12.sql", "16.0", "test"))
+	var ce *engine.CustomerError
+	if !errors.As(err, &ce) || !strings.Contains(ce.Message, "exit status 3") || !strings.Contains(ce.Message, "it broke") {
+		t.Fatalf("failing command: %v", err)
+	}
+}
+
+func TestPassthrough(t *testing.T) {
+	e := newEnv(t, engine.Config{Kind: engine.Passthrough})
+	j := e.job("odoo12.custom.dump", "16.0", "test")
+	if _, err := e.run(j); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.Stat(e.data.Path(j.ID, datadir.Upload))
+	b, _ := os.Stat(e.data.Path(j.ID, datadir.UpgradedArchive))
+	if !os.SameFile(a, b) {
+		t.Fatal("the upgraded artifact is not the upload linked")
+	}
+}
