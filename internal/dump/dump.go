@@ -70,7 +70,7 @@ func majorOf(v string) string {
 			return ""
 		}
 	}
-	if parts[0] < "10" && len(parts[0]) == 1 && len(parts) > 1 {
+	if len(parts[0]) == 1 && len(parts) > 1 { // 9.6, 8.4: the first two parts
 		return parts[0] + "." + parts[1]
 	}
 	// Pre-release builds: "17beta1" stays as its digits.
@@ -89,7 +89,7 @@ func seriesOf(v string) string {
 
 // tables collects the rows inspection needs.
 type tables struct {
-	modules map[string]moduleRow
+	modules     map[string]moduleRow
 	uuid        string
 	neutralized bool
 }

@@ -175,3 +175,17 @@ func FuzzInspect(f *testing.F) {
 		}
 	})
 }
+
+// TestHandWrittenSQL: one-line CREATE TABLE statements and INSERTs with
+// the column order taken from them, as hand-made dumps have.
+func TestHandWrittenSQL(t *testing.T) {
+	sql := "-- Dumped from database version 9.6.24\n" +
+		"CREATE TABLE ir_module_module (id integer, name varchar(64), latest_version varchar, state varchar(16), summary numeric(4, 2));\n" +
+		"CREATE TABLE ir_config_parameter (key text, value text);\n" +
+		"INSERT INTO ir_module_module VALUES (1, 'base', '10.0.1.3', 'installed', 1.5);\n" +
+		"INSERT INTO ir_config_parameter VALUES ('database.uuid', 'u-1');\n"
+	info, err := dump.Inspect(strings.NewReader(sql), int64(len(sql)))
+	if err != nil || info.DatabaseVersion != "10.0" || info.DatabaseUUID != "u-1" || info.PostgreSQL != "9.6" {
+		t.Fatalf("%+v %v", info, err)
+	}
+}

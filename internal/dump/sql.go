@@ -94,6 +94,11 @@ func inspectSQLWith(r io.Reader, info *Info, t *tables, tableCols map[string][]s
 				}
 			}
 		case strings.HasPrefix(s, "CREATE TABLE ") || strings.HasPrefix(s, "CREATE UNLOGGED TABLE "):
+			if strings.HasSuffix(strings.TrimSpace(s), ";") && strings.Count(s, "'")%2 == 0 {
+				// The whole statement on one line.
+				finishStmt("create", singleLineCreate(s), tableCols, t)
+				continue
+			}
 			stmt.WriteString(s)
 			inStmt, quotes = "create", strings.Count(s, "'")
 		case strings.HasPrefix(s, "INSERT INTO "):
@@ -119,4 +124,33 @@ func finishStmt(kind, stmt string, tableCols map[string][]string, t *tables) {
 	case "insert":
 		parseInsert(stmt, func(table string) []string { return tableCols[unqualified(table)] }, t.sinkFor)
 	}
+}
+
+// singleLineCreate spreads "CREATE TABLE t (a int, b text);" over lines, as
+// pg_dump writes it, for createTableColumns.
+func singleLineCreate(s string) string {
+	open := strings.IndexByte(s, '(')
+	closeAt := strings.LastIndexByte(s, ')')
+	if open < 0 || closeAt < open {
+		return s
+	}
+	var b strings.Builder
+	b.WriteString(s[:open+1])
+	depth := 0
+	start := open + 1
+	for i := open + 1; i < closeAt; i++ {
+		switch s[i] {
+		case '(':
+			depth++
+		case ')':
+			depth--
+		case ',':
+			if depth == 0 {
+				b.WriteString("\n" + strings.TrimSpace(s[start:i]) + ",")
+				start = i + 1
+			}
+		}
+	}
+	b.WriteString("\n" + strings.TrimSpace(s[start:closeAt]) + "\n);")
+	return b.String()
 }

@@ -397,6 +397,14 @@ func (e *Engine) dropDB(ctx context.Context, name string) error {
 	return nil
 }
 
+// DropScratchDB drops a scratch database (an earlier attempt's).
+func (e *Engine) DropScratchDB(ctx context.Context, name string) error {
+	if e.cfg.Kind == Passthrough {
+		return nil
+	}
+	return e.dropDB(ctx, name)
+}
+
 // DropStaleScratchDBs drops the scratch databases no running attempt owns
 // (left by a crash). It returns how many it dropped.
 func (e *Engine) DropStaleScratchDBs(ctx context.Context, live map[string]bool) (int, error) {

@@ -38,6 +38,7 @@ type Store interface {
 type Runner interface {
 	Run(ctx context.Context, job engine.Job, hooks engine.Hooks) (engine.Result, error)
 	DropStaleScratchDBs(ctx context.Context, live map[string]bool) (int, error)
+	DropScratchDB(ctx context.Context, name string) error
 }
 
 // Config configures the worker. Zero values get the defaults.
@@ -191,7 +192,12 @@ func (w *Worker) process(ctx context.Context, job store.Job) {
 		return
 	}
 	if job.ScratchDB != nil {
-		w.sweep(ctx)
+		// Left by the attempt that died: drop it before starting again.
+		if err := w.runner.DropScratchDB(ctx, *job.ScratchDB); err != nil {
+			logger.Warn("drop the earlier attempt's scratch database", "db", *job.ScratchDB, "err", err)
+		} else {
+			logger.Info("dropped the earlier attempt's scratch database", "db", *job.ScratchDB)
+		}
 	}
 	if job.Attempts > 1 {
 		w.event(ctx, job.ID, "warning", fmt.Sprintf("Attempt %d: taking over from a worker that stopped.", job.Attempts))
