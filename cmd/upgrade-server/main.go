@@ -157,6 +157,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		SFTPHostKeys:      fingerprints,
 		SFTPAccessTTL:     cfg.SFTPAccessTTL,
 		Data:              data,
+		SQLStreamFunc:     engine.OpenSQL,
 	})
 	srv := &http.Server{
 		Handler:           api,

@@ -270,3 +270,30 @@ func TestPassthrough(t *testing.T) {
 		t.Fatal("the upgraded artifact is not the upload linked")
 	}
 }
+
+// TestOpenSQL converts every upload format to plain SQL on the fly.
+func TestOpenSQL(t *testing.T) {
+	for _, f := range []string{"custom.dump", "custom-piped.dump", "custom.dump.gz", "tar", "dir.zip", "dir.tar", "sql", "sql.gz", "odoo-backup.zip"} {
+		t.Run(f, func(t *testing.T) {
+			p := t.TempDir() + "/upload"
+			b, _ := os.ReadFile(fixtures + "odoo16." + f)
+			os.WriteFile(p, b, 0o600)
+			info, err := dump.InspectFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc, err := engine.OpenSQL(context.Background(), p, info.Compressions)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sql, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil || !strings.Contains(string(sql), "16.0.1.3") || !strings.Contains(string(sql), "CREATE TABLE public.res_partner") {
+				t.Fatalf("%d bytes of SQL, err %v", len(sql), err)
+			}
+		})
+	}
+	if _, err := engine.OpenSQL(context.Background(), "/nonexistent", nil); !errors.Is(err, engine.ErrNoSQL) {
+		t.Fatalf("unknown layers: %v", err)
+	}
+}

@@ -18,9 +18,11 @@ import (
 
 // layers before the terminal one ("pgdmp_custom", "pgdmp_tar",
 // "pgdmp_directory", "sql").
-func (r *run) outerLayers() []string {
+func (r *run) outerLayers() []string { return outerLayers(r.info.Compressions) }
+
+func outerLayers(compressions []string) []string {
 	var out []string
-	for _, l := range r.info.Compressions {
+	for _, l := range compressions {
 		if strings.HasPrefix(l, "pgdmp_") || l == "sql" {
 			break
 		}
@@ -29,10 +31,12 @@ func (r *run) outerLayers() []string {
 	return out
 }
 
+func (r *run) openInner() (io.ReadCloser, error) { return openInner(r.upload, r.info.Compressions) }
+
 // openInner opens the dump inside its outer layers (gzip, zip, tar) as a
 // stream, never decompressed to disk.
-func (r *run) openInner() (io.ReadCloser, error) {
-	f, err := os.Open(r.upload)
+func openInner(p string, compressions []string) (io.ReadCloser, error) {
+	f, err := os.Open(p)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +47,7 @@ func (r *run) openInner() (io.ReadCloser, error) {
 			closers[i].Close()
 		}
 	}
-	for i, l := range r.outerLayers() {
+	for i, l := range outerLayers(compressions) {
 		switch l {
 		case "gzip":
 			z, err := gzip.NewReader(bufio.NewReaderSize(rc, 1<<20))

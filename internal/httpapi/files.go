@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"mime"
@@ -26,16 +27,19 @@ type artifactRoute struct {
 	ctype    string
 	inline   bool
 	name     func(r store.Request) string // the download's file name
+	// sqlOf, for the SQL URLs, is the dump converted on the fly when the
+	// pipeline kept no SQL file.
+	sqlOf datadir.Artifact
 }
 
 var artifactRoutes = []artifactRoute{
 	{path: "original/archive", artifact: datadir.Upload, ctype: "application/octet-stream",
 		name: func(r store.Request) string { return r.Filename }},
-	{path: "original/sql", artifact: datadir.OriginalSQL, ctype: "application/sql; charset=utf-8",
+	{path: "original/sql", artifact: datadir.OriginalSQL, ctype: "application/sql; charset=utf-8", sqlOf: datadir.Upload,
 		name: func(r store.Request) string { return stem(r.Filename) + ".sql" }},
 	{path: "upgraded/archive", artifact: datadir.UpgradedArchive, ctype: "application/octet-stream",
 		name: func(r store.Request) string { return "upgraded_" + r.Filename }},
-	{path: "upgraded/sql", artifact: datadir.UpgradedSQL, ctype: "application/sql; charset=utf-8",
+	{path: "upgraded/sql", artifact: datadir.UpgradedSQL, ctype: "application/sql; charset=utf-8", sqlOf: datadir.UpgradedArchive,
 		name: func(r store.Request) string { return "upgraded_" + stem(r.Filename) + ".sql" }},
 	{path: "upgraded/notes", artifact: datadir.Notes, ctype: "text/html; charset=utf-8", inline: true,
 		name: func(r store.Request) string { return fmt.Sprintf("upgrade_notes_%d.html", r.ID) }},
@@ -96,6 +100,10 @@ func handleArtifact(logger *slog.Logger, requests RequestStore, opts Options, a 
 			return
 		}
 		f, err := os.Open(opts.Data.Path(req.ID, a.artifact))
+		if errors.Is(err, fs.ErrNotExist) && a.sqlOf != "" && opts.SQLStreamFunc != nil {
+			streamSQL(w, r, logger, opts, req, a, notYet)
+			return
+		}
 		if errors.Is(err, fs.ErrNotExist) {
 			notYet()
 			return
@@ -124,6 +132,37 @@ func handleArtifact(logger *slog.Logger, requests RequestStore, opts Options, a 
 		w.Header().Set("Content-Disposition", mime.FormatMediaType(disposition, map[string]string{"filename": a.name(req)}))
 		http.ServeContent(w, r, "", st.ModTime(), f)
 	})
+}
+
+// streamSQL converts a dump to plain SQL on the fly (no Range: the size is
+// not known in advance).
+func streamSQL(w http.ResponseWriter, r *http.Request, logger *slog.Logger, opts Options, req store.Request, a artifactRoute, notYet func()) {
+	if a.sqlOf == datadir.Upload && req.UploadCompletedAt == nil {
+		notYet()
+		return
+	}
+	src := opts.Data.Path(req.ID, a.sqlOf)
+	if _, err := os.Stat(src); err != nil {
+		notYet()
+		return
+	}
+	rc, err := opts.SQLStreamFunc(r.Context(), src, req.Compressions)
+	if err != nil {
+		logger.Info("no SQL stream", "request_id", req.ID, "err", err)
+		notYet()
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", a.ctype)
+	w.Header().Set("Cache-Control", "private, no-cache")
+	w.Header().Set("Accept-Ranges", "none")
+	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": a.name(req)}))
+	if r.Method == http.MethodHead {
+		return
+	}
+	if _, err := io.Copy(w, rc); err != nil {
+		logger.Info("SQL stream interrupted", "request_id", req.ID, "err", err)
+	}
 }
 
 func handleHealthz() http.HandlerFunc {

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -59,6 +60,10 @@ type Options struct {
 	// UploadLease is how long an upload's lease lasts between renewals
 	// (default 1 minute); a crashed upload frees the request after it.
 	UploadLease time.Duration
+	// SQLStreamFunc converts a dump with the given layers to plain SQL for
+	// the original/sql and upgraded/sql URLs; nil serves only SQL files the
+	// pipeline kept.
+	SQLStreamFunc func(ctx context.Context, path string, compressions []string) (io.ReadCloser, error)
 	// NowFunc is the clock (tests); nil means time.Now.
 	NowFunc func() time.Time
 }

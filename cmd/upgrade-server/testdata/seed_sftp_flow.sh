@@ -53,4 +53,9 @@ cmp upgraded_http.dump "upgraded_${SHARED}"
 pg_restore -l "upgraded_${SHARED}" >/dev/null
 pg_restore -f - -a -t ir_module_module "upgraded_${SHARED}" | grep -q "16.0.1.3"
 curl -sS "$(jq -r .request.notes_url status_result.json)" | grep -q "16.0.1.3"
+# both SQL streams, converted from the archives on the fly
+curl -sS "$(jq -r .request.upgraded_sql_url status_result.json)" | grep -q "16.0.1.3"
+curl -sS "$(jq -r .request.original_sql_url status_result.json)" | grep -q "12.0.1.3"
+curl -sS "$(jq -r .request.modules_url status_result.json)" -o modules.zip
+python3 -c 'import zipfile,sys; z=zipfile.ZipFile("modules.zip"); assert "16.0.1.3" in z.read("modules.csv").decode()' 
 echo SEED-SFTP-FLOW-OK
