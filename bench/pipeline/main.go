@@ -34,6 +34,7 @@ func main() {
 	fs.Parse(os.Args[2:])
 	switch os.Args[1] {
 	case "inspect":
+		dropCaches()
 		f, err := os.Open(*dumpPath)
 		if err != nil {
 			fail(err)

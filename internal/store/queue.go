@@ -132,7 +132,7 @@ func (s *Store) Finish(ctx context.Context, id int64, owner string, o Outcome) e
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE requests SET state = $3, customer_message = $4, finished_at = now(),
 			state_changed_at = now(), lease_owner = NULL, lease_until = NULL,
-			upgraded_size = CASE WHEN $5 > 0 THEN $5 ELSE upgraded_size END
+			upgraded_size = CASE WHEN $5::bigint > 0 THEN $5::bigint ELSE upgraded_size END
 			WHERE id = $1 AND lease_owner = $2 AND state = 'processing'`, id, owner, o.State, nullable(o.CustomerMessage), o.UpgradedSize)
 		if err != nil {
 			return fmt.Errorf("store: finish %d: %w", id, err)
