@@ -297,3 +297,83 @@ func TestOpenSQL(t *testing.T) {
 		t.Fatalf("unknown layers: %v", err)
 	}
 }
+
+// TestArchiveNewerThanPgRestore: a custom archive from pg_dump 17 (1.16)
+// fails with both versions named when the local pg_restore is older.
+func TestArchiveNewerThanPgRestore(t *testing.T) {
+	out, err := exec.Command("pg_restore", "--version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), " 15.") && !strings.Contains(string(out), " 14.") && !strings.Contains(string(out), " 16.") {
+		t.Skipf("pg_restore reads archive 1.16 here (%s)", strings.TrimSpace(string(out)))
+	}
+	e := newEnv(t, engine.Config{})
+	j := e.job("odoo16.sql", "18.0", "test")
+	if err := os.WriteFile(e.data.Path(j.ID, datadir.Upload), archive116(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.run(j)
+	var ce *engine.CustomerError
+	if !errors.As(err, &ce) || !strings.Contains(ce.Message, "pg_dump 17") || !strings.Contains(ce.Message, "archive 1.16") ||
+		!strings.Contains(ce.Message, "pg_restore 1") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// archive116 is a minimal custom archive as pg_dump 17 writes it: header,
+// one TOC entry, uncompressed COPY data.
+func archive116() []byte {
+	var b []byte
+	i := func(v int64) {
+		s := byte(0)
+		if v < 0 {
+			s, v = 1, -v
+		}
+		b = append(b, s, byte(v), byte(v>>8), byte(v>>16), byte(v>>24))
+	}
+	str := func(s string) { i(int64(len(s))); b = append(b, s...) }
+	b = append(b, "PGDMP"...)
+	b = append(b, 1, 16, 0, 4, 8, 1, 0) // 1.16, intSize, offSize, custom, no compression
+	for _, v := range []int64{0, 0, 0, 1, 0, 126, 0} {
+		i(v)
+	}
+	str("odoo")
+	str("17.2")
+	str("17.2")
+	tables := []struct {
+		id              int64
+		tag, copy, rows string
+	}{
+		{1, "ir_module_module", "COPY public.ir_module_module (name, state, latest_version) FROM stdin;\n", "base\tinstalled\t17.0.1.3\n\\.\n"},
+	}
+	i(int64(len(tables)))
+	for _, tb := range tables {
+		i(tb.id)
+		i(1)
+		str("0")
+		str("0")
+		str(tb.tag)
+		str("TABLE DATA")
+		i(3)
+		str("")
+		str("")
+		str(tb.copy)
+		str("public")
+		i(-1)
+		i(-1)
+		i('r')
+		str("odoo")
+		str("false")
+		i(-1)
+		b = append(b, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+	}
+	for _, tb := range tables {
+		b = append(b, 1)
+		i(tb.id)
+		i(int64(len(tb.rows)))
+		b = append(b, tb.rows...)
+		i(0)
+	}
+	return b
+}
