@@ -41,6 +41,7 @@ type Config struct {
 	EngineCommand   string
 	EngineTimeout   time.Duration
 	ScriptsDir      string
+	MockDuration    time.Duration
 	LogFormat       string
 	LogLevel        string
 }
@@ -73,6 +74,7 @@ var settings = []setting{
 	{"engine-command", "UPGRADE_ENGINE_COMMAND", "", "the command engine's shell command, run against the restored scratch database (PGHOST, PGDATABASE, UPGRADE_SOURCE_VERSION… set)"},
 	{"engine-timeout", "UPGRADE_ENGINE_TIMEOUT", "4h", "the command engine's time limit"},
 	{"scripts-dir", "UPGRADE_SCRIPTS_DIR", "", "operator SQL scripts for the builtin engine: <dir>/<series>/*.sql, run for each version hop"},
+	{"mock-duration", "UPGRADE_MOCK_DURATION", "0s", "how long passthrough and scenario runs take (0s: instant, for CI; 2m: a realistic demo)"},
 	{"shutdown-timeout", "UPGRADE_SHUTDOWN_TIMEOUT", "2m", "how long shutdown waits for running uploads"},
 	{"log-format", "UPGRADE_LOG_FORMAT", "text", "log format: text or json"},
 	{"log-level", "UPGRADE_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
@@ -175,6 +177,9 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	}
 	if cfg.EngineTimeout, err = time.ParseDuration(get("engine-timeout")); err != nil || cfg.EngineTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--engine-timeout: %q is not a positive duration such as 4h", get("engine-timeout")))
+	}
+	if cfg.MockDuration, err = time.ParseDuration(get("mock-duration")); err != nil || cfg.MockDuration < 0 {
+		errs = append(errs, fmt.Errorf("--mock-duration: %q is not a duration such as 0s or 2m", get("mock-duration")))
 	}
 	if cfg.ShutdownTimeout, err = time.ParseDuration(get("shutdown-timeout")); err != nil || cfg.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout: %q is not a duration such as 2m", get("shutdown-timeout")))

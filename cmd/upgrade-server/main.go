@@ -120,11 +120,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	eng, err := engine.New(logger, engine.Config{Kind: cfg.Engine, DatabaseURL: dbURL, Targets: cfg.Targets,
-		ScriptsDir: cfg.ScriptsDir, Command: cfg.EngineCommand, CommandTimeout: cfg.EngineTimeout, Data: data})
+		ScriptsDir: cfg.ScriptsDir, Command: cfg.EngineCommand, CommandTimeout: cfg.EngineTimeout, Data: data,
+		MockDuration: cfg.MockDuration})
 	if err != nil {
 		return err
 	}
-	wrk := worker.New(logger, st, eng, worker.Config{Slots: cfg.Workers, SoftStop: cfg.ShutdownTimeout})
+	wrk := worker.New(logger, st, eng, worker.Config{Slots: cfg.Workers, SoftStop: cfg.ShutdownTimeout,
+		MockDuration: cfg.MockDuration, FixedEstimate: cfg.Engine == engine.Passthrough})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

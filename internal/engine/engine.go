@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +54,14 @@ type Config struct {
 	Command        string
 	CommandTimeout time.Duration
 	Data           datadir.Dir
+	// Namespace separates this deployment's scratch databases from others
+	// on the same server; "" derives it from the application database
+	// (AppDatabaseURL, else DatabaseURL).
+	Namespace      string
+	AppDatabaseURL string
+	// MockDuration is how long a passthrough run lasts (a realistic demo);
+	// scenarios without duration= last this long too.
+	MockDuration time.Duration
 }
 
 // Job is one request to run.
@@ -84,11 +94,19 @@ type Engine struct {
 	logger *slog.Logger
 	libpq  []string // PG* variables for the client tools
 	admin  *pgconn.Config
+	ns     string
 }
 
 // New checks the configuration and returns an engine.
 func New(logger *slog.Logger, cfg Config) (*Engine, error) {
-	e := &Engine{cfg: cfg, logger: logger.With("component", "engine")}
+	e := &Engine{cfg: cfg, logger: logger.With("component", "engine"), ns: cfg.Namespace}
+	if e.ns == "" {
+		app := cfg.AppDatabaseURL
+		if app == "" {
+			app = cfg.DatabaseURL
+		}
+		e.ns = namespaceOf(app)
+	}
 	switch cfg.Kind {
 	case Passthrough:
 		return e, nil
@@ -119,8 +137,25 @@ func New(logger *slog.Logger, cfg Config) (*Engine, error) {
 	return e, nil
 }
 
-// ScratchPrefix starts the name of every scratch database.
+// ScratchPrefix starts the name of every scratch database:
+// upgrade_scratch_<namespace>_<request>_<attempt>.
 const ScratchPrefix = "upgrade_scratch_"
+
+// prefix is this deployment's scratch prefix. The namespace keeps two
+// deployments (or test runs) that share a PostgreSQL server from dropping
+// each other's scratch databases.
+func (e *Engine) prefix() string { return ScratchPrefix + e.ns + "_" }
+
+// namespaceOf derives a namespace from the application's database: the
+// server, the database and the search_path.
+func namespaceOf(dbURL string) string {
+	key := dbURL
+	if c, err := pgx.ParseConfig(dbURL); err == nil {
+		key = fmt.Sprintf("%s:%d/%s?%s", c.Host, c.Port, c.Database, c.RuntimeParams["search_path"])
+	}
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:4])
+}
 
 // Run runs one job to its end. A *CustomerError says why the request fails.
 func (e *Engine) Run(ctx context.Context, job Job, hooks Hooks) (Result, error) {
@@ -209,7 +244,19 @@ func (r *run) run(ctx context.Context) (Result, error) {
 	var res Result
 	switch r.e.cfg.Kind {
 	case Passthrough:
-		err = r.timed("Passing the upload through", func() error { return r.passthrough() })
+		err = r.timed("Passing the upload through", func() error {
+			if err := r.passthrough(); err != nil {
+				return err
+			}
+			if d := r.e.cfg.MockDuration; d > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(d):
+				}
+			}
+			return nil
+		})
 	default:
 		err = r.fullUpgrade(ctx)
 	}
@@ -228,6 +275,55 @@ func (r *run) run(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
+// RunMock is a scenario's run: no PostgreSQL work and no failure on bad
+// input (client test suites upload any bytes). The upload becomes the
+// upgraded dump, inspection fills what it can, and the run lasts duration.
+func (e *Engine) RunMock(ctx context.Context, job Job, hooks Hooks, duration time.Duration) (Result, error) {
+	r := &run{e: e, job: job, hooks: hooks, started: time.Now(), upload: e.cfg.Data.Path(job.ID, datadir.Upload),
+		work: filepath.Join(e.cfg.Data.Request(job.ID), "work")}
+	info, err := dump.InspectFile(r.upload)
+	if err == nil {
+		r.info = info
+		if hooks.Inspected != nil {
+			if err := hooks.Inspected(info); err != nil {
+				return Result{}, err
+			}
+		}
+		for name, v := range info.Modules {
+			r.modules = append(r.modules, moduleChange{Name: name, Before: v, After: newVersion(v, info.DatabaseVersion, job.Target)})
+		}
+		sort.Slice(r.modules, func(i, j int) bool { return r.modules[i].Name < r.modules[j].Name })
+	} else {
+		r.log("info", "Scenario: the upload is not inspected (%v).", err)
+	}
+	if err := r.timed("Scenario run", func() error {
+		if err := r.passthrough(); err != nil {
+			return err
+		}
+		t := time.NewTimer(duration)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		return nil
+	}); err != nil {
+		return Result{}, err
+	}
+	if err := r.writeModules(); err != nil {
+		return Result{}, err
+	}
+	if err := r.writeNotes(); err != nil {
+		return Result{}, err
+	}
+	var res Result
+	if st, err := os.Stat(e.cfg.Data.Path(job.ID, datadir.UpgradedArchive)); err == nil {
+		res.UpgradedSize = st.Size()
+	}
+	return res, nil
+}
+
 // passthrough links the upload as the upgraded dump (no copy).
 func (r *run) passthrough() error {
 	dst := r.e.cfg.Data.Path(r.job.ID, datadir.UpgradedArchive)
@@ -242,7 +338,7 @@ func (r *run) fullUpgrade(ctx context.Context) error {
 	if err := r.checkRestorable(); err != nil {
 		return err
 	}
-	r.scratch = fmt.Sprintf("%s%d_%d", ScratchPrefix, r.job.ID, r.job.Attempt)
+	r.scratch = fmt.Sprintf("%s%d_%d", r.e.prefix(), r.job.ID, r.job.Attempt)
 	if err := r.e.dropDB(ctx, r.scratch); err != nil {
 		return err
 	}
@@ -382,7 +478,7 @@ func (e *Engine) createDB(ctx context.Context, name string) error {
 }
 
 func (e *Engine) dropDB(ctx context.Context, name string) error {
-	if !strings.HasPrefix(name, ScratchPrefix) {
+	if !strings.HasPrefix(name, e.prefix()) {
 		return fmt.Errorf("refusing to drop %q: not a scratch database", name)
 	}
 	conn, err := e.adminConn(ctx)
@@ -415,7 +511,7 @@ func (e *Engine) DropStaleScratchDBs(ctx context.Context, live map[string]bool) 
 	if err != nil {
 		return 0, err
 	}
-	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE datname LIKE $1`, ScratchPrefix+"%")
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE starts_with(datname, $1)`, e.prefix())
 	if err != nil {
 		conn.Close(ctx)
 		return 0, err

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -45,6 +47,7 @@ func newEnv(t *testing.T, cfg engine.Config) *env {
 	}
 	e := &env{t: t, data: datadir.New(t.TempDir()), url: pgtest.BaseURL(t)}
 	cfg.DatabaseURL, cfg.Data, cfg.Targets = e.url, e.data, targets
+	cfg.Namespace = fmt.Sprintf("t%d%d", os.Getpid(), time.Now().UnixNano()%100000)
 	if cfg.Kind == "" {
 		cfg.Kind = engine.Builtin
 	}
@@ -139,7 +142,7 @@ func assertNoScratch(t *testing.T, e *env) {
 	}
 	defer conn.Close(context.Background())
 	var n int
-	conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_database WHERE datname LIKE 'upgrade_scratch_%'`).Scan(&n)
+	conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_database WHERE datname LIKE 'upgrade_scratch_t' || $1 || '%'`, fmt.Sprint(os.Getpid())).Scan(&n)
 	if n != 0 {
 		t.Errorf("%d scratch databases left", n)
 	}

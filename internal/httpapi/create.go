@@ -12,6 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/upgrade-server/upgrade-server/internal/scenario"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -61,6 +62,18 @@ func validateCreate(p params, opts Options) (store.NewRequest, []failure) {
 	switch {
 	case n.Contract == "":
 		fails = append(fails, missingParam("contract"))
+	case scenario.Is(n.Contract):
+		sc, err := scenario.Parse(n.Contract)
+		switch {
+		case err != nil:
+			fails = append(fails, failure{Reason: reasonScenarioInvalid, Message: "Invalid scenario contract: " + err.Error(),
+				Value: ptr(n.Contract)})
+		case sc.ContractNotFound:
+			fails = append(fails, failure{Reason: reasonContractNotFound,
+				Message: "Can not find contract " + n.Contract, Code: n.Contract})
+		default:
+			n.Scenario, n.HoldPolls = &n.Contract, sc.Polls
+		}
 	case opts.ContractValidFunc != nil && !opts.ContractValidFunc(n.Contract):
 		fails = append(fails, failure{Reason: reasonContractNotFound,
 			Message: "Can not find contract " + n.Contract, Code: n.Contract})

@@ -23,6 +23,7 @@ type failure struct {
 const (
 	reasonTargetInvalid    = "TARGET:INVALID"
 	reasonContractNotFound = "CONTRACT:NOT_FOUND"
+	reasonScenarioInvalid  = "SCENARIO:INVALID"
 	reasonParamMissing     = "PARAM:MISSING"
 	reasonParamInvalid     = "PARAM:INVALID"
 	reasonParamsMalformed  = "PARAMS:MALFORMED"

@@ -28,6 +28,7 @@ type RequestStore interface {
 	GrantSFTP(ctx context.Context, id int64, keys []store.SFTPKey, ttl time.Duration, allowed ...store.State) (store.Request, error)
 	AddEvent(ctx context.Context, id int64, level, message string) error
 	Events(ctx context.Context, id int64, limit int) ([]store.Event, error)
+	CountStatusPoll(ctx context.Context, id int64) error
 }
 
 // Options configure the API. Zero values get the documented defaults.

@@ -111,6 +111,11 @@ func authenticated(requests RequestStore, fn func(r *http.Request, p params, req
 
 func handleStatus(requests RequestStore, opts Options) methodFunc {
 	return authenticated(requests, func(r *http.Request, p params, req store.Request) reply {
+		if req.Scenario != nil && req.HoldPolls > 0 {
+			if err := requests.CountStatusPoll(r.Context(), req.ID); err != nil {
+				return reply{err: err}
+			}
+		}
 		return reply{req: opts.record(req)}
 	})
 }

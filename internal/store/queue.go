@@ -31,7 +31,7 @@ func (s *Store) ClaimNext(ctx context.Context, owner string, lease time.Duration
 			attempts = attempts + 1, processed_at = COALESCE(processed_at, now()), state_changed_at = now()
 		WHERE id = (
 			SELECT id FROM requests
-			WHERE state = 'queued' OR (state = 'processing' AND lease_until < now())
+			WHERE (state = 'queued' AND status_polls >= hold_polls) OR (state = 'processing' AND lease_until < now())
 			ORDER BY queued_at, id
 			LIMIT 1
 			FOR UPDATE SKIP LOCKED)

@@ -94,6 +94,11 @@ type Request struct {
 
 	SFTPGrantedAt *time.Time
 	SFTPExpiresAt *time.Time
+
+	// Scenario is the request's scenario contract (internal/scenario), if any.
+	Scenario    *string
+	HoldPolls   int
+	StatusPolls int
 }
 
 // NewRequest holds what create needs; the key is chosen by the caller.
@@ -105,13 +110,17 @@ type NewRequest struct {
 	Aim      string
 	Filename string
 	Timezone *string
+	// Scenario and HoldPolls describe a scenario request.
+	Scenario  *string
+	HoldPolls int
 }
 
 const requestColumns = `id, key, contract, email, target, aim, filename, timezone, state, issue,
 	created_at, state_changed_at, upload_size, upload_sha256, upload_completed_at,
 	(upload_token IS NOT NULL AND upload_lease_until > now()),
 	queued_at, processed_at, finished_at, estimated_seconds, database_uuid, database_version,
-	postgresql, compressions, filestore, customer_message, sftp_granted_at, sftp_expires_at`
+	postgresql, compressions, filestore, customer_message, sftp_granted_at, sftp_expires_at,
+	scenario, hold_polls, status_polls`
 
 func scanRequest(row pgx.Row) (Request, error) {
 	var r Request
@@ -119,7 +128,8 @@ func scanRequest(row pgx.Row) (Request, error) {
 		&r.Timezone, &r.State, &r.Issue, &r.CreatedAt, &r.StateChangedAt, &r.UploadSize,
 		&r.UploadSHA256, &r.UploadCompletedAt, &r.Uploading, &r.QueuedAt, &r.ProcessedAt,
 		&r.FinishedAt, &r.EstimatedSeconds, &r.DatabaseUUID, &r.DatabaseVersion, &r.PostgreSQL,
-		&r.Compressions, &r.Filestore, &r.CustomerMessage, &r.SFTPGrantedAt, &r.SFTPExpiresAt)
+		&r.Compressions, &r.Filestore, &r.CustomerMessage, &r.SFTPGrantedAt, &r.SFTPExpiresAt,
+		&r.Scenario, &r.HoldPolls, &r.StatusPolls)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Request{}, ErrNotFound
 	}
@@ -129,10 +139,10 @@ func scanRequest(row pgx.Row) (Request, error) {
 // CreateRequest stores a new draft request and returns it.
 func (s *Store) CreateRequest(ctx context.Context, n NewRequest) (Request, error) {
 	r, err := scanRequest(s.pool.QueryRow(ctx, `
-		INSERT INTO requests (key, contract, email, target, aim, filename, timezone)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		INSERT INTO requests (key, contract, email, target, aim, filename, timezone, scenario, hold_polls)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 		RETURNING `+requestColumns,
-		n.Key, n.Contract, n.Email, n.Target, n.Aim, n.Filename, n.Timezone))
+		n.Key, n.Contract, n.Email, n.Target, n.Aim, n.Filename, n.Timezone, n.Scenario, n.HoldPolls))
 	if err != nil {
 		return Request{}, fmt.Errorf("store: create request: %w", err)
 	}
@@ -316,4 +326,18 @@ func (s *Store) Transition(ctx context.Context, id int64, to State, message stri
 		return err
 	})
 	return out, err
+}
+
+// CountStatusPoll counts a status call on a scenario request (scenario
+// polls=N holds the request for N calls in each state).
+func (s *Store) CountStatusPoll(ctx context.Context, id int64) error {
+	// The call that releases a held request wakes the workers.
+	_, err := s.pool.Exec(ctx, `WITH u AS (
+			UPDATE requests SET status_polls = status_polls + 1 WHERE id = $1 AND scenario IS NOT NULL
+			RETURNING state, status_polls, hold_polls)
+		SELECT pg_notify($2, $1::text) FROM u WHERE state = 'queued' AND status_polls = hold_polls`, id, QueueChannel)
+	if err != nil {
+		return fmt.Errorf("store: count poll %d: %w", id, err)
+	}
+	return nil
 }

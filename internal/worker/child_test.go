@@ -36,7 +36,7 @@ func childMain() int {
 		runner = recordingRunner{url: os.Getenv("CHILD_DB_URL"), owner: owner, delay: 20 * time.Millisecond}
 	case "engine":
 		eng, err := engine.New(childLogger, engine.Config{Kind: engine.Builtin, DatabaseURL: os.Getenv("CHILD_ADMIN_URL"),
-			Data: datadir.New(os.Getenv("CHILD_DATA")), Targets: []string{"12.0", "16.0"}})
+			Data: datadir.New(os.Getenv("CHILD_DATA")), Targets: []string{"12.0", "16.0"}, Namespace: os.Getenv("CHILD_NS")})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

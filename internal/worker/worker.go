@@ -17,6 +17,7 @@ import (
 
 	"github.com/upgrade-server/upgrade-server/internal/dump"
 	"github.com/upgrade-server/upgrade-server/internal/engine"
+	"github.com/upgrade-server/upgrade-server/internal/scenario"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -32,6 +33,7 @@ type Store interface {
 	LiveScratchDBs(ctx context.Context) (map[string]bool, error)
 	AddEvent(ctx context.Context, id int64, level, message string) error
 	ListenQueue(ctx context.Context, notify func()) error
+	Request(ctx context.Context, id int64) (store.Request, error)
 }
 
 // Runner runs one job; *engine.Engine satisfies it.
@@ -39,6 +41,7 @@ type Runner interface {
 	Run(ctx context.Context, job engine.Job, hooks engine.Hooks) (engine.Result, error)
 	DropStaleScratchDBs(ctx context.Context, live map[string]bool) (int, error)
 	DropScratchDB(ctx context.Context, name string) error
+	RunMock(ctx context.Context, job engine.Job, hooks engine.Hooks, duration time.Duration) (engine.Result, error)
 }
 
 // Config configures the worker. Zero values get the defaults.
@@ -49,6 +52,12 @@ type Config struct {
 	SoftStop    time.Duration // shutdown waits this long for running jobs (default 1m)
 	MaxAttempts int           // a request that keeps killing workers fails after this many (default 3)
 	Owner       string        // lease owner name (default host-pid-random)
+	// MockDuration is how long scenario runs last without duration= (and
+	// the estimate of passthrough runs when FixedEstimate is set).
+	MockDuration time.Duration
+	// FixedEstimate makes estimated_time MockDuration for every request
+	// (the passthrough engine).
+	FixedEstimate bool
 	// JobDoneFunc, when set, is called after each job (tests wait on it).
 	JobDoneFunc func(id int64)
 }
@@ -202,26 +211,55 @@ func (w *Worker) process(ctx context.Context, job store.Job) {
 	if job.Attempts > 1 {
 		w.event(ctx, job.ID, "warning", fmt.Sprintf("Attempt %d: taking over from a worker that stopped.", job.Attempts))
 	}
-	w.estimate(ctx, job)
+	var sc *scenario.Scenario
+	if job.Scenario != nil {
+		parsed, err := scenario.Parse(*job.Scenario)
+		if err != nil {
+			finish(store.Outcome{State: store.StateFailed, CustomerMessage: "Invalid scenario: " + err.Error()})
+			return
+		}
+		sc = &parsed
+	}
+	mockDuration := w.cfg.MockDuration
+	if sc != nil && sc.Duration != nil {
+		mockDuration = *sc.Duration
+	}
+	w.estimate(ctx, job, sc != nil || w.cfg.FixedEstimate, mockDuration)
 
 	jctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go w.heartbeat(jctx, cancel, job.ID)
 
-	logger.Info("processing")
-	res, err := w.runner.Run(jctx, engine.Job{ID: job.ID, Attempt: job.Attempts, Target: job.Target, Aim: job.Aim, Filename: job.Filename},
-		engine.Hooks{
-			Log: func(level, msg string) { w.event(jctx, job.ID, level, msg) },
-			Inspected: func(info dump.Info) error {
-				return w.store.SetInspection(jctx, job.ID, w.cfg.Owner, store.Inspection{Compressions: info.Compressions,
-					PostgreSQL: info.PostgreSQL, DatabaseVersion: info.DatabaseVersion, DatabaseUUID: info.DatabaseUUID, Filestore: info.Filestore})
-			},
-			ScratchDB: func(name string) error {
-				return w.store.SetScratchDB(context.WithoutCancel(jctx), job.ID, w.cfg.Owner, name)
-			},
-		})
+	logger.Info("processing", "scenario", job.Scenario != nil)
+	ejob := engine.Job{ID: job.ID, Attempt: job.Attempts, Target: job.Target, Aim: job.Aim, Filename: job.Filename}
+	hooks := engine.Hooks{
+		Log: func(level, msg string) { w.event(jctx, job.ID, level, msg) },
+		Inspected: func(info dump.Info) error {
+			return w.store.SetInspection(jctx, job.ID, w.cfg.Owner, store.Inspection{Compressions: info.Compressions,
+				PostgreSQL: info.PostgreSQL, DatabaseVersion: info.DatabaseVersion, DatabaseUUID: info.DatabaseUUID, Filestore: info.Filestore})
+		},
+		ScratchDB: func(name string) error {
+			return w.store.SetScratchDB(context.WithoutCancel(jctx), job.ID, w.cfg.Owner, name)
+		},
+	}
+	var res engine.Result
+	var err error
+	if sc != nil {
+		err = w.holdForPolls(jctx, job)
+		if err == nil {
+			res, err = w.runner.RunMock(jctx, ejob, hooks, mockDuration)
+		}
+	} else {
+		res, err = w.runner.Run(jctx, ejob, hooks)
+	}
 	var ce *engine.CustomerError
 	switch {
+	case err == nil && sc != nil && sc.Fail:
+		finish(store.Outcome{State: store.StateFailed, CustomerMessage: sc.FailMessage})
+	case err == nil && sc != nil && sc.Cancel:
+		finish(store.Outcome{State: store.StateCancelled, CustomerMessage: "The request was cancelled (scenario)."})
+	case err == nil && sc != nil && sc.Testing:
+		finish(store.Outcome{State: store.StateTesting, UpgradedSize: res.UpgradedSize})
 	case err == nil:
 		logger.Info("done", "upgraded_bytes", res.UpgradedSize)
 		finish(store.Outcome{State: store.StateDone, UpgradedSize: res.UpgradedSize})
@@ -239,6 +277,26 @@ func (w *Worker) process(ctx context.Context, job store.Job) {
 		finish(store.Outcome{State: store.StateFailed,
 			CustomerMessage: "An internal error stopped the upgrade (reference " + hex.EncodeToString(ref) + "); the operator has the details."})
 	}
+}
+
+// holdForPolls keeps a scenario request processing until it has been
+// polled HoldPolls more times (it was held pending for the first ones).
+func (w *Worker) holdForPolls(ctx context.Context, job store.Job) error {
+	for job.HoldPolls > 0 {
+		r, err := w.store.Request(ctx, job.ID)
+		if err != nil {
+			return err
+		}
+		if r.StatusPolls >= 2*r.HoldPolls {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 func (w *Worker) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, id int64) {
@@ -267,9 +325,15 @@ func (w *Worker) event(ctx context.Context, id int64, level, msg string) {
 	}
 }
 
-// estimate sets estimated_time from past runs (seconds per GiB), or a
-// default of a minute per GiB plus half a minute.
-func (w *Worker) estimate(ctx context.Context, job store.Job) {
+// estimate sets estimated_time: the fixed duration of mock runs, else from
+// past runs (seconds per GiB), or a minute per GiB plus half a minute.
+func (w *Worker) estimate(ctx context.Context, job store.Job, fixed bool, d time.Duration) {
+	if fixed {
+		if err := w.store.SetEstimate(ctx, job.ID, int32(d/time.Second)); err != nil {
+			w.logger.Warn("estimate", "request_id", job.ID, "err", err)
+		}
+		return
+	}
 	size := int64(0)
 	if job.UploadSize != nil {
 		size = *job.UploadSize

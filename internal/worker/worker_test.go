@@ -65,6 +65,11 @@ func (recordingRunner) DropStaleScratchDBs(context.Context, map[string]bool) (in
 
 func (recordingRunner) DropScratchDB(context.Context, string) error { return nil }
 
+func (r recordingRunner) RunMock(ctx context.Context, job engine.Job, hooks engine.Hooks, d time.Duration) (engine.Result, error) {
+	r.delay = d
+	return r.Run(ctx, job, hooks)
+}
+
 func setup(t *testing.T) (string, *store.Store, *pgxpool.Pool) {
 	t.Helper()
 	url := pgtest.NewSchema(t)
@@ -224,14 +229,15 @@ func TestKilledWorkerIsTakenOver(t *testing.T) {
 	}
 	writeBigSQL(t, data.Path(id, datadir.Upload))
 
+	ns := fmt.Sprintf("w%d", time.Now().UnixNano()%1000000)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "UPGRADE_TEST_CHILD=engine", "CHILD_DB_URL="+url, "CHILD_DATA="+data.Root(), "CHILD_OWNER=doomed",
-		"CHILD_ADMIN_URL="+pgtest.BaseURL(t))
+		"CHILD_ADMIN_URL="+pgtest.BaseURL(t), "CHILD_NS="+ns)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	scratch := fmt.Sprintf("upgrade_scratch_%d_1", id)
+	scratch := fmt.Sprintf("upgrade_scratch_%s_%d_1", ns, id)
 	admin, err := pgx.Connect(context.Background(), pgtest.BaseURL(t))
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +266,7 @@ func TestKilledWorkerIsTakenOver(t *testing.T) {
 	}
 
 	eng, err := engine.New(logger(), engine.Config{Kind: engine.Builtin, DatabaseURL: pgtest.BaseURL(t), Data: data,
-		Targets: []string{"12.0", "16.0"}})
+		Targets: []string{"12.0", "16.0"}, Namespace: ns})
 	if err != nil {
 		t.Fatal(err)
 	}
