@@ -42,6 +42,7 @@ type Config struct {
 	EngineTimeout   time.Duration
 	ScriptsDir      string
 	MockDuration    time.Duration
+	AdminToken      string
 	LogFormat       string
 	LogLevel        string
 }
@@ -75,6 +76,7 @@ var settings = []setting{
 	{"engine-timeout", "UPGRADE_ENGINE_TIMEOUT", "4h", "the command engine's time limit"},
 	{"scripts-dir", "UPGRADE_SCRIPTS_DIR", "", "operator SQL scripts for the builtin engine: <dir>/<series>/*.sql, run for each version hop"},
 	{"mock-duration", "UPGRADE_MOCK_DURATION", "0s", "how long passthrough and scenario runs take (0s: instant, for CI; 2m: a realistic demo)"},
+	{"admin-token", "UPGRADE_ADMIN_TOKEN", "", "enables the admin API under /admin/v1 for this bearer token (disabled when empty)"},
 	{"shutdown-timeout", "UPGRADE_SHUTDOWN_TIMEOUT", "2m", "how long shutdown waits for running uploads"},
 	{"log-format", "UPGRADE_LOG_FORMAT", "text", "log format: text or json"},
 	{"log-level", "UPGRADE_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
@@ -123,6 +125,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 		SFTPAddr:       get("sftp-addr"),
 		SFTPPublicHost: get("sftp-public-host"),
 		LogFormat:      get("log-format"),
+		AdminToken:     get("admin-token"),
 		LogLevel:       get("log-level"),
 	}
 	var errs []error

@@ -26,6 +26,7 @@ import (
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/engine"
 	"github.com/upgrade-server/upgrade-server/internal/httpapi"
+	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/pgembed"
 	"github.com/upgrade-server/upgrade-server/internal/sftpd"
 	"github.com/upgrade-server/upgrade-server/internal/store"
@@ -34,7 +35,11 @@ import (
 )
 
 func main() {
-	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+	do := run
+	if len(os.Args) > 1 && os.Args[1] == "admin" {
+		do = runAdmin
+	}
+	if err := do(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
@@ -107,6 +112,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer pool.Close()
 	st := store.New(pool)
+	met := metrics.New(st.QueueDepth)
 
 	hostKeys, err := sftpd.LoadHostKeys(filepath.Join(dataDir, "ssh"))
 	if err != nil {
@@ -114,7 +120,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fingerprints := sftpd.Fingerprints(hostKeys)
 	sftpSrv, err := sftpd.New(logger, st, sftpd.Config{HostSigners: hostKeys, Data: data, IdleTimeout: cfg.SFTPIdleTimeout,
-		Ciphers: cfg.SFTPCiphers})
+		Ciphers: cfg.SFTPCiphers, Metrics: met})
 	if err != nil {
 		return err
 	}
@@ -126,7 +132,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	wrk := worker.New(logger, st, eng, worker.Config{Slots: cfg.Workers, SoftStop: cfg.ShutdownTimeout,
-		MockDuration: cfg.MockDuration, FixedEstimate: cfg.Engine == engine.Passthrough})
+		MockDuration: cfg.MockDuration, FixedEstimate: cfg.Engine == engine.Passthrough, Metrics: met})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -160,6 +166,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		SFTPAccessTTL:     cfg.SFTPAccessTTL,
 		Data:              data,
 		SQLStreamFunc:     engine.OpenSQL,
+		AdminToken:        cfg.AdminToken,
+		AdminStore:        st,
+		Metrics:           met,
 	})
 	srv := &http.Server{
 		Handler:           api,

@@ -130,7 +130,9 @@ func handleArtifact(logger *slog.Logger, requests RequestStore, opts Options, a 
 		w.Header().Set("ETag", etag)
 		w.Header().Set("Cache-Control", "private, no-cache")
 		w.Header().Set("Content-Disposition", mime.FormatMediaType(disposition, map[string]string{"filename": a.name(req)}))
-		http.ServeContent(w, r, "", st.ModTime(), f)
+		cw := &countingWriter{ResponseWriter: w}
+		http.ServeContent(cw, r, "", st.ModTime(), f)
+		opts.Metrics.Bytes("http", "down", cw.n)
 	})
 }
 
@@ -160,7 +162,9 @@ func streamSQL(w http.ResponseWriter, r *http.Request, logger *slog.Logger, opts
 	if r.Method == http.MethodHead {
 		return
 	}
-	if _, err := io.Copy(w, rc); err != nil {
+	n, err := io.Copy(w, rc)
+	opts.Metrics.Bytes("http", "down", n)
+	if err != nil {
 		logger.Info("SQL stream interrupted", "request_id", req.ID, "err", err)
 	}
 }
@@ -183,4 +187,16 @@ func handleReadyz(logger *slog.Logger, requests RequestStore) http.HandlerFunc {
 		}
 		w.Write([]byte(`{"status":"ok"}` + "\n"))
 	}
+}
+
+// countingWriter counts the body bytes written.
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
 }

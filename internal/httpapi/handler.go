@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -65,6 +66,14 @@ type Options struct {
 	// the original/sql and upgraded/sql URLs; nil serves only SQL files the
 	// pipeline kept.
 	SQLStreamFunc func(ctx context.Context, path string, compressions []string) (io.ReadCloser, error)
+	// AdminToken enables the admin API under /admin/v1 (disabled when "").
+	AdminToken string
+	// AdminStore serves the admin API; nil disables it.
+	AdminStore AdminStore
+	// JournalSize is how many recent v1 calls the admin journal keeps (default 1000).
+	JournalSize int
+	// Metrics records calls and bytes; nil records nothing and serves no /metrics.
+	Metrics *metrics.Metrics
 	// NowFunc is the clock (tests); nil means time.Now.
 	NowFunc func() time.Time
 }
@@ -95,6 +104,13 @@ func NewHandler(logger *slog.Logger, requests RequestStore, opts Options) http.H
 		writeAnswer(w, r, logger, http.StatusMethodNotAllowed, []failure{{Reason: reasonMethodNotAllowed,
 			Message: "Method " + r.Method + " is not allowed here"}}, nil)
 	})
-	addRoutes(r, logger, requests, opts)
+	j := newJournal(opts.JournalSize)
+	addRoutes(r, logger, requests, opts, j)
+	if opts.AdminToken != "" && opts.AdminStore != nil {
+		addAdminRoutes(r, logger, requests, opts, j)
+	}
+	if opts.Metrics != nil {
+		r.Method("GET", "/metrics", opts.Metrics.Handler())
+	}
 	return r
 }

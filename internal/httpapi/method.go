@@ -7,7 +7,10 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
+	"time"
 
+	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -21,15 +24,33 @@ type reply struct {
 
 type methodFunc func(w http.ResponseWriter, r *http.Request) reply
 
-// handleMethod writes a method's reply; every v1 answer leaves through here.
-func handleMethod(logger *slog.Logger, h methodFunc) http.Handler {
+// handleMethod writes a method's reply; every v1 answer leaves through
+// here, and is counted and kept in the journal.
+func handleMethod(logger *slog.Logger, name string, h methodFunc, j *journal, m *metrics.Metrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		rep := h(w, r)
+		reasons := []string{}
 		if rep.err != nil {
+			reasons = append(reasons, reasonServerError)
 			writeInternal(w, r, logger, http.StatusOK, rep.err)
-			return
+		} else {
+			for _, f := range rep.fails {
+				reasons = append(reasons, f.Reason)
+			}
+			writeAnswer(w, r, logger, http.StatusOK, rep.fails, rep.req)
 		}
-		writeAnswer(w, r, logger, http.StatusOK, rep.fails, rep.req)
+		outcome := "ok"
+		if len(reasons) > 0 {
+			outcome = reasons[0]
+		}
+		m.Call(name, outcome)
+		host, _, _ := strings.Cut(r.RemoteAddr, ":")
+		if i := strings.LastIndexByte(r.RemoteAddr, ':'); i > 0 {
+			host = r.RemoteAddr[:i]
+		}
+		j.add(JournalEntry{At: start.UTC(), Method: name, HTTP: r.Method, RequestID: requestIDOf(r), Failures: reasons,
+			Duration: float64(time.Since(start).Microseconds()) / 1000, ClientIP: host, Reference: correlationID(r.Context())})
 	})
 }
 

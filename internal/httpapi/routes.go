@@ -7,13 +7,13 @@ import (
 )
 
 // addRoutes is the whole HTTP surface on one screen.
-func addRoutes(r chi.Router, logger *slog.Logger, requests RequestStore, opts Options) {
+func addRoutes(r chi.Router, logger *slog.Logger, requests RequestStore, opts Options, j *journal) {
 	v1 := func(pattern string, h methodFunc, methods ...string) {
 		if len(methods) == 0 {
 			methods = []string{"GET", "POST"}
 		}
 		for _, m := range methods {
-			r.Method(m, "/database/v1/"+pattern, handleMethod(logger, h))
+			r.Method(m, "/database/v1/"+pattern, handleMethod(logger, pattern, h, j, opts.Metrics))
 		}
 	}
 	v1("create", handleCreate(requests, opts))
@@ -31,4 +31,5 @@ func addRoutes(r chi.Router, logger *slog.Logger, requests RequestStore, opts Op
 
 	r.Get("/healthz", handleHealthz())
 	r.Get("/readyz", handleReadyz(logger, requests))
+	// Admin API (/admin/v1/...) and /metrics: see admin.go and handler.go.
 }

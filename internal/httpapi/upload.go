@@ -133,6 +133,7 @@ func (u *upload) receive(w http.ResponseWriter, r *http.Request) (store.Request,
 		return store.Request{}, nil, err
 	}
 	u.logger.Info("upload complete", "bytes", size, "sha256", digest)
+	u.opts.Metrics.Bytes("http", "up", size)
 	if err := u.requests.AddEvent(context.WithoutCancel(ctx), u.id, "info",
 		fmt.Sprintf("Upload received over HTTP: %s, sha256 %s.", humanSize(size), digest)); err != nil {
 		u.logger.Warn("request log", "err", err)

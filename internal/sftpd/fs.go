@@ -18,6 +18,7 @@ import (
 	"github.com/pkg/sftp"
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -36,6 +37,7 @@ type fsHandler struct {
 	lease    time.Duration
 	id       int64
 	writers  atomic.Int32 // this session's open write handles
+	metrics  *metrics.Metrics
 }
 
 // view is what the session may see and do right now.
@@ -93,7 +95,19 @@ func (h *fsHandler) Fileread(r *sftp.Request) (io.ReaderAt, error) {
 		h.logger.Error("sftp: open for reading", "err", err)
 		return nil, sftp.ErrSSHFxFailure
 	}
-	return f, nil
+	return &readHandle{File: f, metrics: h.metrics}, nil
+}
+
+// readHandle counts the bytes read through it.
+type readHandle struct {
+	*os.File
+	metrics *metrics.Metrics
+}
+
+func (r *readHandle) ReadAt(p []byte, off int64) (int, error) {
+	n, err := r.File.ReadAt(p, off)
+	r.metrics.Bytes("sftp", "down", int64(n))
+	return n, err
 }
 
 // Filewrite opens the shared file for writing (put, put -a).
@@ -347,6 +361,7 @@ type writeHandle struct {
 
 func (w *writeHandle) WriteAt(p []byte, off int64) (int, error) {
 	n, err := w.f.WriteAt(p, off)
+	w.h.metrics.Bytes("sftp", "up", int64(n))
 	if n > 0 {
 		w.mu.Lock()
 		w.mark(off, off+int64(n))

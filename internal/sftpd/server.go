@@ -18,6 +18,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -51,6 +52,8 @@ type Config struct {
 	// default: it reuses the 32 KiB data buffers instead of allocating one
 	// per packet).
 	NoAllocator bool
+	// Metrics counts bytes moved (nil: none).
+	Metrics *metrics.Metrics
 	// Ciphers overrides the offered ciphers (nil: DefaultCiphers()).
 	Ciphers []string
 	NowFunc func() time.Time
@@ -269,7 +272,7 @@ func (s *Server) serveSFTP(ctx context.Context, ch gossh.Channel, id int64, logg
 			status = 1
 		}
 	}()
-	h := &fsHandler{ctx: ctx, logger: logger, requests: s.requests, data: s.cfg.Data, lease: s.cfg.UploadLease, id: id}
+	h := &fsHandler{ctx: ctx, logger: logger, requests: s.requests, data: s.cfg.Data, lease: s.cfg.UploadLease, id: id, metrics: s.cfg.Metrics}
 	opts := []sftp.RequestServerOption{sftp.WithStartDirectory("/")}
 	if !s.cfg.NoAllocator {
 		opts = append(opts, sftp.WithRSAllocator())

@@ -17,6 +17,7 @@ import (
 
 	"github.com/upgrade-server/upgrade-server/internal/dump"
 	"github.com/upgrade-server/upgrade-server/internal/engine"
+	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/scenario"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -58,6 +59,8 @@ type Config struct {
 	// FixedEstimate makes estimated_time MockDuration for every request
 	// (the passthrough engine).
 	FixedEstimate bool
+	// Metrics records processing durations (nil: none).
+	Metrics *metrics.Metrics
 	// JobDoneFunc, when set, is called after each job (tests wait on it).
 	JobDoneFunc func(id int64)
 }
@@ -186,7 +189,9 @@ func (w *Worker) process(ctx context.Context, job store.Job) {
 			w.cfg.JobDoneFunc(job.ID)
 		}
 	}()
+	claimed := time.Now()
 	finish := func(o store.Outcome) {
+		w.cfg.Metrics.Processed(string(o.State), time.Since(claimed))
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second) // bounded final write
 		defer cancel()
 		if err := w.store.Finish(fctx, job.ID, w.cfg.Owner, o); err != nil {

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+const adminUsage = `Usage: upgrade-server admin [--url URL] [--token TOKEN] COMMAND [ARGS]
+
+The command-line front of the admin API (/admin/v1) of a running server.
+--url defaults to UPGRADE_ADMIN_URL, else http://localhost:8080;
+--token to UPGRADE_ADMIN_TOKEN.
+
+Commands:
+  list [STATE]                    requests, newest first (STATE: draft, pending, done, …)
+  show ID                         one request: record, upload size and sha256, log
+  state ID STATE [MESSAGE]        force a state (MESSAGE becomes customer_message)
+  scenario ID SCENARIO            give a request a scenario ("testing", "fail=Nope", "" for none)
+  delete ID                       remove a request and its files
+  reset                           remove every request and its files
+  journal [N]                     the last N API calls this server answered
+`
+
+// runAdmin is "upgrade-server admin …": it calls the admin API and prints
+// its JSON answer.
+func runAdmin(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, adminUsage) }
+	base := fs.String("url", firstNonEmpty(getenv("UPGRADE_ADMIN_URL"), "http://localhost:8080"), "server URL")
+	token := fs.String("token", getenv("UPGRADE_ADMIN_TOKEN"), "admin token")
+	if err := fs.Parse(args[2:]); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return errors.New("admin: a command is needed")
+	}
+	need := func(n int) error {
+		if len(rest) < n+1 {
+			fs.Usage()
+			return fmt.Errorf("admin %s: %d argument(s) needed", rest[0], n)
+		}
+		return nil
+	}
+	var method, path string
+	var body any
+	switch rest[0] {
+	case "list":
+		method, path = "GET", "/admin/v1/requests"
+		if len(rest) > 1 {
+			path += "?state=" + url.QueryEscape(rest[1])
+		}
+	case "show":
+		if err := need(1); err != nil {
+			return err
+		}
+		method, path = "GET", "/admin/v1/requests/"+url.PathEscape(rest[1])
+	case "state":
+		if err := need(2); err != nil {
+			return err
+		}
+		method, path = "POST", "/admin/v1/requests/"+url.PathEscape(rest[1])+"/state"
+		b := map[string]string{"state": rest[2]}
+		if len(rest) > 3 {
+			b["customer_message"] = strings.Join(rest[3:], " ")
+		}
+		body = b
+	case "scenario":
+		if err := need(2); err != nil {
+			return err
+		}
+		method, path, body = "PUT", "/admin/v1/requests/"+url.PathEscape(rest[1])+"/scenario", map[string]string{"scenario": rest[2]}
+	case "delete":
+		if err := need(1); err != nil {
+			return err
+		}
+		method, path = "DELETE", "/admin/v1/requests/"+url.PathEscape(rest[1])
+	case "reset":
+		method, path = "POST", "/admin/v1/reset"
+	case "journal":
+		method, path = "GET", "/admin/v1/journal"
+		if len(rest) > 1 {
+			path += "?limit=" + url.QueryEscape(rest[1])
+		}
+	default:
+		fs.Usage()
+		return fmt.Errorf("admin: unknown command %q", rest[0])
+	}
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(*base, "/")+path, rd)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+*token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	stdout.Write(out)
+	if resp.StatusCode == http.StatusNotFound && !bytes.HasPrefix(bytes.TrimSpace(out), []byte("{\n  \"error\"")) {
+		return fmt.Errorf("admin: HTTP 404: is the admin API enabled (UPGRADE_ADMIN_TOKEN on the server)?")
+	}
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("admin: HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
