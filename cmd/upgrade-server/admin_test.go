@@ -103,7 +103,9 @@ func TestAdminAPIAndCLI(t *testing.T) {
 	}
 	out.Reset()
 	if err := runAdmin(t.Context(), []string{"upgrade-server", "admin", "delete", b.Get("request")},
-		func(k string) string { return map[string]string{"UPGRADE_ADMIN_URL": base, "UPGRADE_ADMIN_TOKEN": tok}[k] }, &out, &errb); err != nil {
+		func(k string) string {
+			return map[string]string{"UPGRADE_ADMIN_URL": base, "UPGRADE_ADMIN_TOKEN": tok}[k]
+		}, &out, &errb); err != nil {
 		t.Fatalf("cli delete: %v %s", err, out.String())
 	}
 	if _, err := os.Stat(filepath.Join(data, "requests", b.Get("request"))); !os.IsNotExist(err) {
