@@ -1,51 +1,23 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/upgrade-server/upgrade-server/internal/app"
 	"github.com/upgrade-server/upgrade-server/internal/sftpd"
 )
 
-// Config is the whole configuration, from flags and UPGRADE_* variables
-// (a flag wins over its variable, which wins over the default).
-type Config struct {
-	HTTPAddr        string
-	PublicURL       string
-	Region          string
-	DataDir         string
-	DatabaseURL     string
-	Targets         []string
-	Contracts       string
-	MaxUploadBytes  int64
-	UploadFsync     bool
-	SFTPAddr        string
-	SFTPIdleTimeout time.Duration
-	SFTPCiphers     []string
-	SFTPPublicHost  string
-	SFTPPublicPort  int
-	SFTPAccessTTL   time.Duration
-	ShutdownTimeout time.Duration
-	Workers         int
-	Engine          string
-	EngineCommand   string
-	EngineTimeout   time.Duration
-	ScriptsDir      string
-	MockDuration    time.Duration
-	AdminToken      string
-	LogFormat       string
-	LogLevel        string
-}
+// Config is the whole configuration (internal/app.Config).
+type Config = app.Config
 
 const defaultTargets = "7.0,8.0,9.0,10.0,11.0,12.0,13.0,14.0,15.0,16.0,17.0,18.0,19.0"
 
@@ -230,53 +202,4 @@ func parseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size such as 107374182400 or 100GiB", s)
 	}
 	return n * mult, nil
-}
-
-// derivePublicURL builds the base URL from the bound listen address: the
-// unspecified address becomes localhost, never 0.0.0.0.
-func derivePublicURL(addr net.Addr) string {
-	host, port, err := net.SplitHostPort(addr.String())
-	if err != nil {
-		return "http://localhost"
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "localhost"
-	}
-	return "http://" + net.JoinHostPort(host, port)
-}
-
-// contractChecker returns the ContractValidFunc for UPGRADE_CONTRACTS: nil
-// when unset (any non-empty contract), a fixed set for a list, or the lines
-// of a file given as @FILE (blank lines and # comments ignored).
-func contractChecker(spec string) (func(string) bool, int, error) {
-	if spec == "" {
-		return nil, 0, nil
-	}
-	valid := map[string]bool{}
-	if path, ok := strings.CutPrefix(spec, "@"); ok {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, 0, fmt.Errorf("--contracts: %w", err)
-		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if line := strings.TrimSpace(sc.Text()); line != "" && !strings.HasPrefix(line, "#") {
-				valid[line] = true
-			}
-		}
-		if err := sc.Err(); err != nil {
-			return nil, 0, fmt.Errorf("--contracts: %w", err)
-		}
-	} else {
-		for _, c := range strings.Split(spec, ",") {
-			if c = strings.TrimSpace(c); c != "" {
-				valid[c] = true
-			}
-		}
-	}
-	if len(valid) == 0 {
-		return nil, 0, errors.New("--contracts: no contract listed")
-	}
-	return func(c string) bool { return valid[c] }, len(valid), nil
 }

@@ -1,0 +1,287 @@
+// Package app wires upgrade-server together: data directory, database
+// (embedded or given), store, HTTP API, SFTP daemon and workers, and runs
+// them until its context ends. cmd/upgrade-server and upgradetest use it.
+package app
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/engine"
+	"github.com/upgrade-server/upgrade-server/internal/httpapi"
+	"github.com/upgrade-server/upgrade-server/internal/metrics"
+	"github.com/upgrade-server/upgrade-server/internal/pgembed"
+	"github.com/upgrade-server/upgrade-server/internal/sftpd"
+	"github.com/upgrade-server/upgrade-server/internal/store"
+	"github.com/upgrade-server/upgrade-server/internal/worker"
+	"github.com/upgrade-server/upgrade-server/migrations"
+)
+
+// Config is the whole configuration, from flags and UPGRADE_* variables
+// (a flag wins over its variable, which wins over the default).
+type Config struct {
+	HTTPAddr        string
+	PublicURL       string
+	Region          string
+	DataDir         string
+	DatabaseURL     string
+	Targets         []string
+	Contracts       string
+	MaxUploadBytes  int64
+	UploadFsync     bool
+	SFTPAddr        string
+	SFTPIdleTimeout time.Duration
+	SFTPCiphers     []string
+	SFTPPublicHost  string
+	SFTPPublicPort  int
+	SFTPAccessTTL   time.Duration
+	ShutdownTimeout time.Duration
+	Workers         int
+	Engine          string
+	EngineCommand   string
+	EngineTimeout   time.Duration
+	ScriptsDir      string
+	MockDuration    time.Duration
+	AdminToken      string
+	LogFormat       string
+	LogLevel        string
+}
+
+// Addrs are where a running server listens.
+type Addrs struct {
+	HTTP, SFTP net.Addr
+	PublicURL  string
+}
+
+// Serve runs the server until ctx ends, then shuts it down gracefully.
+// ready, if set, is called once both listeners are bound.
+func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addrs)) error {
+	contractValid, nContracts, err := contractChecker(cfg.Contracts)
+	if err != nil {
+		return err
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	data := datadir.New(dataDir)
+	if err := data.Init(); err != nil {
+		return err
+	}
+
+	dbURL := cfg.DatabaseURL
+	if dbURL == "" {
+		startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		cluster, err := pgembed.Start(startCtx, pgembed.Options{Dir: filepath.Join(dataDir, "postgres"), Logger: logger})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("embedded PostgreSQL: %w", err)
+		}
+		defer func() {
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if err := cluster.Close(stopCtx); err != nil {
+				logger.Error("stop embedded PostgreSQL", "err", err)
+			}
+		}()
+		dbURL = cluster.URL("")
+	}
+	if err := store.Migrate(ctx, dbURL, migrations.FS); err != nil {
+		return fmt.Errorf("database %s: %w", redactURL(dbURL), err)
+	}
+	poolCfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return fmt.Errorf("database URL: %w", errors.New("cannot parse it"))
+	}
+	poolCfg.MaxConns = 32
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return fmt.Errorf("database %s: %w", redactURL(dbURL), err)
+	}
+	defer pool.Close()
+	st := store.New(pool)
+	met := metrics.New(st.QueueDepth)
+
+	hostKeys, err := sftpd.LoadHostKeys(filepath.Join(dataDir, "ssh"))
+	if err != nil {
+		return err
+	}
+	fingerprints := sftpd.Fingerprints(hostKeys)
+	sftpSrv, err := sftpd.New(logger, st, sftpd.Config{HostSigners: hostKeys, Data: data, IdleTimeout: cfg.SFTPIdleTimeout,
+		Ciphers: cfg.SFTPCiphers, Metrics: met})
+	if err != nil {
+		return err
+	}
+
+	eng, err := engine.New(logger, engine.Config{Kind: cfg.Engine, DatabaseURL: dbURL, Targets: cfg.Targets,
+		ScriptsDir: cfg.ScriptsDir, Command: cfg.EngineCommand, CommandTimeout: cfg.EngineTimeout, Data: data,
+		MockDuration: cfg.MockDuration})
+	if err != nil {
+		return err
+	}
+	wrk := worker.New(logger, st, eng, worker.Config{Slots: cfg.Workers, SoftStop: cfg.ShutdownTimeout,
+		MockDuration: cfg.MockDuration, FixedEstimate: cfg.Engine == engine.Passthrough, Metrics: met})
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	sshLn, err := net.Listen("tcp", cfg.SFTPAddr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("sftp: %w", err)
+	}
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		publicURL = derivePublicURL(ln.Addr())
+	}
+	sftpHost := cfg.SFTPPublicHost
+	if sftpHost == "" {
+		u, _ := url.Parse(publicURL)
+		sftpHost = u.Hostname()
+	}
+
+	api := httpapi.NewHandler(logger, st, httpapi.Options{
+		PublicURL:         publicURL,
+		Region:            cfg.Region,
+		Targets:           cfg.Targets,
+		ContractValidFunc: contractValid,
+		MaxUploadBytes:    cfg.MaxUploadBytes,
+		NoUploadSync:      !cfg.UploadFsync,
+		SFTPHost:          sftpHost,
+		SFTPPort:          cfg.SFTPPublicPort,
+		SFTPHostKeys:      fingerprints,
+		SFTPAccessTTL:     cfg.SFTPAccessTTL,
+		Data:              data,
+		SQLStreamFunc:     engine.OpenSQL,
+		AdminToken:        cfg.AdminToken,
+		AdminStore:        st,
+		Metrics:           met,
+	})
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	logger.Info("upgrade-server started", "http_addr", ln.Addr().String(), "public_url", publicURL,
+		"data_dir", dataDir, "embedded_db", cfg.DatabaseURL == "", "targets", len(cfg.Targets),
+		"contracts", nContracts, "max_upload_bytes", cfg.MaxUploadBytes)
+	logger.Info("sftp daemon started", "sftp_addr", sshLn.Addr().String(), "advertised", fmt.Sprintf("%s:%d", sftpHost, cfg.SFTPPublicPort),
+		"host_keys", fingerprints)
+	if ready != nil {
+		ready(Addrs{HTTP: ln.Addr(), SFTP: sshLn.Addr(), PublicURL: publicURL})
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	if cfg.Workers > 0 {
+		g.Go(func() error { return wrk.Run(gctx) })
+	}
+	g.Go(func() error {
+		if err := sftpSrv.Serve(sshLn); err != nil && !errors.Is(err, sftpd.ErrServerClosed) {
+			return fmt.Errorf("sftp: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		logger.Info("shutting down; waiting for running uploads", "timeout", cfg.ShutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := sftpSrv.Shutdown(sctx); err != nil {
+				logger.Warn("sftp shutdown timed out; closing the remaining sessions", "err", err)
+				sftpSrv.Close()
+			}
+		}()
+		if err := srv.Shutdown(sctx); err != nil {
+			logger.Warn("shutdown timed out; closing the remaining connections", "err", err)
+			srv.Close()
+		}
+		wg.Wait()
+		return nil
+	})
+	return g.Wait()
+}
+
+// redactURL drops the password of a database URL for messages.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// derivePublicURL builds the base URL from the bound listen address: the
+// unspecified address becomes localhost, never 0.0.0.0.
+func derivePublicURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://localhost"
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// contractChecker returns the ContractValidFunc for UPGRADE_CONTRACTS: nil
+// when unset (any non-empty contract), a fixed set for a list, or the lines
+// of a file given as @FILE (blank lines and # comments ignored).
+func contractChecker(spec string) (func(string) bool, int, error) {
+	if spec == "" {
+		return nil, 0, nil
+	}
+	valid := map[string]bool{}
+	if path, ok := strings.CutPrefix(spec, "@"); ok {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, 0, fmt.Errorf("--contracts: %w", err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if line := strings.TrimSpace(sc.Text()); line != "" && !strings.HasPrefix(line, "#") {
+				valid[line] = true
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return nil, 0, fmt.Errorf("--contracts: %w", err)
+		}
+	} else {
+		for _, c := range strings.Split(spec, ",") {
+			if c = strings.TrimSpace(c); c != "" {
+				valid[c] = true
+			}
+		}
+	}
+	if len(valid) == 0 {
+		return nil, 0, errors.New("--contracts: no contract listed")
+	}
+	return func(c string) bool { return valid[c] }, len(valid), nil
+}
