@@ -35,31 +35,33 @@ import (
 // Config is the whole configuration, from flags and UPGRADE_* variables
 // (a flag wins over its variable, which wins over the default).
 type Config struct {
-	HTTPAddr        string
-	PublicURL       string
-	Region          string
-	DataDir         string
-	DatabaseURL     string
-	Targets         []string
-	Contracts       string
-	MaxUploadBytes  int64
-	UploadFsync     bool
-	SFTPAddr        string
-	SFTPIdleTimeout time.Duration
-	SFTPCiphers     []string
-	SFTPPublicHost  string
-	SFTPPublicPort  int
-	SFTPAccessTTL   time.Duration
-	ShutdownTimeout time.Duration
-	Workers         int
-	Engine          string
-	EngineCommand   string
-	EngineTimeout   time.Duration
-	ScriptsDir      string
-	MockDuration    time.Duration
-	AdminToken      string
-	LogFormat       string
-	LogLevel        string
+	HTTPAddr    string
+	PublicURL   string
+	Region      string
+	DataDir     string
+	DatabaseURL string
+	Targets     []string
+	Contracts   string
+	// ContractValidFunc, when set, decides contracts instead of Contracts.
+	ContractValidFunc func(contract string) bool
+	MaxUploadBytes    int64
+	UploadFsync       bool
+	SFTPAddr          string
+	SFTPIdleTimeout   time.Duration
+	SFTPCiphers       []string
+	SFTPPublicHost    string
+	SFTPPublicPort    int
+	SFTPAccessTTL     time.Duration
+	ShutdownTimeout   time.Duration
+	Workers           int
+	Engine            string
+	EngineCommand     string
+	EngineTimeout     time.Duration
+	ScriptsDir        string
+	MockDuration      time.Duration
+	AdminToken        string
+	LogFormat         string
+	LogLevel          string
 }
 
 // Addrs are where a running server listens.
@@ -74,6 +76,9 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 	contractValid, nContracts, err := contractChecker(cfg.Contracts)
 	if err != nil {
 		return err
+	}
+	if cfg.ContractValidFunc != nil {
+		contractValid = cfg.ContractValidFunc
 	}
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
@@ -145,6 +150,9 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("sftp: %w", err)
+	}
+	if cfg.SFTPPublicPort == 0 { // advertise the port actually bound
+		cfg.SFTPPublicPort = sshLn.Addr().(*net.TCPAddr).Port
 	}
 	publicURL := cfg.PublicURL
 	if publicURL == "" {
