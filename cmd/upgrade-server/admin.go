@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -28,6 +29,10 @@ Commands:
   delete ID                       remove a request and its files
   reset                           remove every request and its files
   journal [N]                     the last N API calls this server answered
+  faults                          the injected faults and the seed
+  fault-add JSON                  inject a fault, e.g. '{"kind":"server_error","method":"status","times":1}'
+  faults-clear                    remove every fault
+  faults-seed N                   reseed the random source (repeatable faults)
 `
 
 // runAdmin is "upgrade-server admin …": it calls the admin API and prints
@@ -93,6 +98,28 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 		if len(rest) > 1 {
 			path += "?limit=" + url.QueryEscape(rest[1])
 		}
+	case "faults":
+		method, path = "GET", "/admin/v1/faults"
+	case "fault-add":
+		if err := need(1); err != nil {
+			return err
+		}
+		var rule map[string]any
+		if err := json.Unmarshal([]byte(rest[1]), &rule); err != nil {
+			return fmt.Errorf("admin fault-add: the rule is not JSON: %w", err)
+		}
+		method, path, body = "POST", "/admin/v1/faults", rule
+	case "faults-clear":
+		method, path = "DELETE", "/admin/v1/faults"
+	case "faults-seed":
+		if err := need(1); err != nil {
+			return err
+		}
+		n, err := strconv.ParseUint(rest[1], 10, 64)
+		if err != nil {
+			return fmt.Errorf("admin faults-seed: %q is not a number", rest[1])
+		}
+		method, path, body = "PUT", "/admin/v1/faults/seed", map[string]uint64{"seed": n}
 	default:
 		fs.Usage()
 		return fmt.Errorf("admin: unknown command %q", rest[0])

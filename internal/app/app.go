@@ -23,6 +23,7 @@ import (
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/engine"
+	"github.com/upgrade-server/upgrade-server/internal/fault"
 	"github.com/upgrade-server/upgrade-server/internal/httpapi"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/pgembed"
@@ -121,6 +122,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 	defer pool.Close()
 	st := store.New(pool)
 	met := metrics.New(st.QueueDepth)
+	faults := fault.New(uint64(time.Now().UnixNano()))
 
 	hostKeys, err := sftpd.LoadHostKeys(filepath.Join(dataDir, "ssh"))
 	if err != nil {
@@ -128,7 +130,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 	}
 	fingerprints := sftpd.Fingerprints(hostKeys)
 	sftpSrv, err := sftpd.New(logger, st, sftpd.Config{HostSigners: hostKeys, Data: data, IdleTimeout: cfg.SFTPIdleTimeout,
-		Ciphers: cfg.SFTPCiphers, Metrics: met})
+		Ciphers: cfg.SFTPCiphers, Metrics: met, Faults: faults})
 	if err != nil {
 		return err
 	}
@@ -180,6 +182,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		AdminToken:        cfg.AdminToken,
 		AdminStore:        st,
 		Metrics:           met,
+		Faults:            faults,
 	})
 	srv := &http.Server{
 		Handler:           api,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/upgrade-server/upgrade-server/internal/fault"
 	"github.com/upgrade-server/upgrade-server/internal/scenario"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -180,6 +181,46 @@ func addAdminRoutes(r chi.Router, logger *slog.Logger, requests RequestStore, op
 				ids = []int64{}
 			}
 			adminJSON(w, http.StatusOK, map[string]any{"deleted": ids})
+		})
+		r.Route("/faults", func(r chi.Router) {
+			list := func(w http.ResponseWriter) {
+				rules, seed := opts.Faults.List()
+				adminJSON(w, http.StatusOK, map[string]any{"seed": seed, "rules": rules})
+			}
+			r.Get("/", func(w http.ResponseWriter, r *http.Request) { list(w) })
+			r.Post("/", func(w http.ResponseWriter, r *http.Request) {
+				var rule fault.Rule
+				if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&rule); err != nil {
+					adminJSON(w, http.StatusBadRequest, map[string]string{"error": "body: " + err.Error()})
+					return
+				}
+				got, err := opts.Faults.Add(rule)
+				if err != nil {
+					adminJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+					return
+				}
+				adminJSON(w, http.StatusCreated, got)
+			})
+			r.Delete("/", func(w http.ResponseWriter, r *http.Request) { opts.Faults.Clear(); list(w) })
+			r.Delete("/{fid}", func(w http.ResponseWriter, r *http.Request) {
+				id, _ := strconv.Atoi(chi.URLParam(r, "fid"))
+				if !opts.Faults.Remove(id) {
+					adminJSON(w, http.StatusNotFound, map[string]string{"error": "no such rule"})
+					return
+				}
+				list(w)
+			})
+			r.Put("/seed", func(w http.ResponseWriter, r *http.Request) {
+				var body struct {
+					Seed uint64 `json:"seed"`
+				}
+				if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&body); err != nil {
+					adminJSON(w, http.StatusBadRequest, map[string]string{"error": "body: " + err.Error()})
+					return
+				}
+				opts.Faults.Seed(body.Seed)
+				list(w)
+			})
 		})
 		r.Get("/journal", func(w http.ResponseWriter, r *http.Request) {
 			n, _ := strconv.Atoi(r.URL.Query().Get("limit"))

@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/fault"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -72,6 +73,8 @@ type Options struct {
 	AdminStore AdminStore
 	// JournalSize is how many recent v1 calls the admin journal keeps (default 1000).
 	JournalSize int
+	// Faults are the injected faults (admin API); nil injects none.
+	Faults *fault.Injector
 	// Metrics records calls and bytes; nil records nothing and serves no /metrics.
 	Metrics *metrics.Metrics
 	// NowFunc is the clock (tests); nil means time.Now.
@@ -92,6 +95,9 @@ func NewHandler(logger *slog.Logger, requests RequestStore, opts Options) http.H
 	}
 	if opts.NowFunc == nil {
 		opts.NowFunc = time.Now
+	}
+	if opts.Faults == nil {
+		opts.Faults = fault.New(uint64(time.Now().UnixNano()))
 	}
 	logger = logger.With("component", "httpapi")
 	r := chi.NewRouter()

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/upgrade-server/upgrade-server/internal/fault"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -25,34 +27,91 @@ type reply struct {
 type methodFunc func(w http.ResponseWriter, r *http.Request) reply
 
 // handleMethod writes a method's reply; every v1 answer leaves through
-// here, and is counted and kept in the journal.
-func handleMethod(logger *slog.Logger, name string, h methodFunc, j *journal, m *metrics.Metrics) http.Handler {
+// here, and is counted and kept in the journal. Injected faults (admin API)
+// apply here too.
+func handleMethod(logger *slog.Logger, name string, h methodFunc, j *journal, m *metrics.Metrics, faults *fault.Injector) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rep := h(w, r)
+		reqID, _ := strconv.ParseInt(requestIDOf(r), 10, 64)
+		var dropped *dropReader
+		var rep reply
+		if rule := faults.Draw(name, reqID, fault.Latency); rule != nil {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(rule.Delay()):
+			}
+		}
+		status := http.StatusOK
+		if rule := faults.Draw(name, reqID, fault.HTTPError, fault.ServerError); rule != nil {
+			rep.err = errInjected
+			if rule.Kind == fault.HTTPError {
+				status = rule.Status
+			}
+		} else {
+			if name == "upload" {
+				if rule := faults.Draw(name, reqID, fault.DropUpload); rule != nil {
+					dropped = &dropReader{r: r.Body, left: rule.AfterBytes}
+					r.Body = dropped
+				}
+			}
+			rep = h(w, r)
+		}
 		reasons := []string{}
 		if rep.err != nil {
 			reasons = append(reasons, reasonServerError)
-			writeInternal(w, r, logger, http.StatusOK, rep.err)
 		} else {
 			for _, f := range rep.fails {
 				reasons = append(reasons, f.Reason)
 			}
-			writeAnswer(w, r, logger, http.StatusOK, rep.fails, rep.req)
 		}
 		outcome := "ok"
 		if len(reasons) > 0 {
 			outcome = reasons[0]
 		}
 		m.Call(name, outcome)
-		host, _, _ := strings.Cut(r.RemoteAddr, ":")
-		if i := strings.LastIndexByte(r.RemoteAddr, ':'); i > 0 {
-			host = r.RemoteAddr[:i]
+		host := r.RemoteAddr
+		if i := strings.LastIndexByte(host, ':'); i > 0 {
+			host = host[:i]
 		}
 		j.add(JournalEntry{At: start.UTC(), Method: name, HTTP: r.Method, RequestID: requestIDOf(r), Failures: reasons,
 			Duration: float64(time.Since(start).Microseconds()) / 1000, ClientIP: host, Reference: correlationID(r.Context())})
+		switch {
+		case dropped != nil && dropped.fired:
+			panic(http.ErrAbortHandler) // the connection drops without an answer
+		case rep.err == errInjected:
+			writeAnswer(w, r, logger, status, []failure{serverError(correlationID(r.Context()))}, nil)
+		case rep.err != nil:
+			writeInternal(w, r, logger, http.StatusOK, rep.err)
+		default:
+			writeAnswer(w, r, logger, http.StatusOK, rep.fails, rep.req)
+		}
 	})
 }
+
+var errInjected = errors.New("injected fault")
+
+// dropReader ends an upload's body after left bytes, as a dropped
+// connection would.
+type dropReader struct {
+	r     io.ReadCloser
+	left  int64
+	fired bool
+}
+
+func (d *dropReader) Read(p []byte) (int, error) {
+	if d.left <= 0 {
+		d.fired = true
+		return 0, io.ErrUnexpectedEOF
+	}
+	if int64(len(p)) > d.left {
+		p = p[:d.left]
+	}
+	n, err := d.r.Read(p)
+	d.left -= int64(n)
+	return n, err
+}
+
+func (d *dropReader) Close() error { return d.r.Close() }
 
 // authenticate finds the request named by the request and key parameters.
 // An unknown id and a wrong key give the same REQUEST:NOT_FOUND, so ids

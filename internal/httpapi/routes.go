@@ -13,7 +13,7 @@ func addRoutes(r chi.Router, logger *slog.Logger, requests RequestStore, opts Op
 			methods = []string{"GET", "POST"}
 		}
 		for _, m := range methods {
-			r.Method(m, "/database/v1/"+pattern, handleMethod(logger, pattern, h, j, opts.Metrics))
+			r.Method(m, "/database/v1/"+pattern, handleMethod(logger, pattern, h, j, opts.Metrics, opts.Faults))
 		}
 	}
 	v1("create", handleCreate(requests, opts))

@@ -18,6 +18,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/fault"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -52,6 +53,8 @@ type Config struct {
 	// default: it reuses the 32 KiB data buffers instead of allocating one
 	// per packet).
 	NoAllocator bool
+	// Faults may disconnect or throttle sessions (nil: none).
+	Faults *fault.Injector
 	// Metrics counts bytes moved (nil: none).
 	Metrics *metrics.Metrics
 	// Ciphers overrides the offered ciphers (nil: DefaultCiphers()).
@@ -227,7 +230,8 @@ func (s *Server) handleSession(srv *ssh.Server, conn *gossh.ServerConn, newChan 
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				status := s.serveSFTP(ctx, ch, id, logger)
+				rwc := s.faulty(conn, ch, id, logger)
+				status := s.serveSFTP(ctx, rwc, id, logger)
 				ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{status}))
 				ch.Close()
 			}()
@@ -265,7 +269,7 @@ func subsystemName(payload []byte) string {
 
 // serveSFTP runs pkg/sftp's request server with this request's view; a
 // panic is recovered and logged. It returns the exit status.
-func (s *Server) serveSFTP(ctx context.Context, ch gossh.Channel, id int64, logger *slog.Logger) (status uint32) {
+func (s *Server) serveSFTP(ctx context.Context, ch io.ReadWriteCloser, id int64, logger *slog.Logger) (status uint32) {
 	defer func() {
 		if v := recover(); v != nil {
 			logger.Error("sftp session panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
@@ -383,4 +387,68 @@ func (l *authLimiter) succeed(host string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.failures, host)
+}
+
+// faulty applies injected SFTP faults to a session: a disconnect after
+// some bytes, a throttled rate.
+func (s *Server) faulty(conn *gossh.ServerConn, ch gossh.Channel, id int64, logger *slog.Logger) io.ReadWriteCloser {
+	drop := s.cfg.Faults.Draw("sftp", id, fault.SFTPDisconnect)
+	slow := s.cfg.Faults.Draw("sftp", id, fault.SFTPThrottle)
+	if drop == nil && slow == nil {
+		return ch
+	}
+	f := &faultyChannel{Channel: ch, conn: conn, start: time.Now(), limit: -1}
+	if drop != nil {
+		f.limit = drop.AfterBytes
+		logger.Info("fault: this session drops after some bytes", "after_bytes", drop.AfterBytes)
+	}
+	if slow != nil {
+		f.rate = slow.RateBytesPerSec
+		logger.Info("fault: this session is throttled", "bytes_per_sec", slow.RateBytesPerSec)
+	}
+	return f
+}
+
+type faultyChannel struct {
+	gossh.Channel
+	conn  *gossh.ServerConn
+	mu    sync.Mutex
+	n     int64
+	limit int64 // -1: no disconnect
+	rate  int64 // 0: no throttle
+	start time.Time
+}
+
+func (f *faultyChannel) account(k int) error {
+	f.mu.Lock()
+	f.n += int64(k)
+	n := f.n
+	f.mu.Unlock()
+	if f.limit >= 0 && n >= f.limit {
+		f.conn.Close() // as if the network dropped
+		return io.ErrUnexpectedEOF
+	}
+	if f.rate > 0 {
+		want := time.Duration(float64(n) / float64(f.rate) * float64(time.Second))
+		if d := want - time.Since(f.start); d > 0 {
+			time.Sleep(d)
+		}
+	}
+	return nil
+}
+
+func (f *faultyChannel) Read(p []byte) (int, error) {
+	n, err := f.Channel.Read(p)
+	if aerr := f.account(n); aerr != nil {
+		return n, aerr
+	}
+	return n, err
+}
+
+func (f *faultyChannel) Write(p []byte) (int, error) {
+	n, err := f.Channel.Write(p)
+	if aerr := f.account(n); aerr != nil {
+		return n, aerr
+	}
+	return n, err
 }
