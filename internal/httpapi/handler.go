@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	_ "embed"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,11 @@ import (
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
+
+// openAPI describes the v1 and admin APIs (kept true by openapi_test.go).
+//
+//go:embed openapi.json
+var openAPI []byte
 
 // RequestStore is what the HTTP API needs from the store; *store.Store
 // satisfies it.
@@ -118,5 +124,9 @@ func NewHandler(logger *slog.Logger, requests RequestStore, opts Options) http.H
 	if opts.Metrics != nil {
 		r.Method("GET", "/metrics", opts.Metrics.Handler())
 	}
+	r.Get("/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPI)
+	})
 	return r
 }

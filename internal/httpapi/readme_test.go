@@ -26,3 +26,8 @@ func TestREADMEListsEveryFailure(t *testing.T) {
 		}
 	}
 }
+
+func readFile(name string) (string, error) {
+	b, err := os.ReadFile(name)
+	return string(b), err
+}
