@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,8 @@ Commands:
   delete ID                       remove a request and its files
   reset                           remove every request and its files
   journal [N]                     the last N API calls this server answered
+  export FILE                     save every request, its keys, log and files to FILE (.tar.gz)
+  import FILE [--keep]            load an export (replacing everything unless --keep)
   faults                          the injected faults and the seed
   fault-add JSON                  inject a fault, e.g. '{"kind":"server_error","method":"status","times":1}'
   faults-clear                    remove every fault
@@ -60,6 +63,8 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	var method, path string
 	var body any
+	var rawBody io.Reader
+	var saveTo string
 	switch rest[0] {
 	case "list":
 		method, path = "GET", "/admin/v1/requests"
@@ -98,6 +103,24 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 		if len(rest) > 1 {
 			path += "?limit=" + url.QueryEscape(rest[1])
 		}
+	case "export":
+		if err := need(1); err != nil {
+			return err
+		}
+		method, path, saveTo = "GET", "/admin/v1/export", rest[1]
+	case "import":
+		if err := need(1); err != nil {
+			return err
+		}
+		f, err := os.Open(rest[1])
+		if err != nil {
+			return fmt.Errorf("admin import: %w", err)
+		}
+		defer f.Close()
+		method, path, rawBody = "POST", "/admin/v1/import", f
+		if len(rest) > 2 && rest[2] == "--keep" {
+			path += "?replace=false"
+		}
 	case "faults":
 		method, path = "GET", "/admin/v1/faults"
 	case "fault-add":
@@ -124,12 +147,16 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 		fs.Usage()
 		return fmt.Errorf("admin: unknown command %q", rest[0])
 	}
-	var rd io.Reader
+	rd := rawBody
 	if body != nil {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	timeout := time.Minute
+	if rawBody != nil || saveTo != "" {
+		timeout = 24 * time.Hour // exports carry dumps
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(*base, "/")+path, rd)
 	if err != nil {
@@ -137,11 +164,17 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	req.Header.Set("Authorization", "Bearer "+*token)
 	req.Header.Set("Content-Type", "application/json")
+	if rawBody != nil {
+		req.Header.Set("Content-Type", "application/gzip")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
 	defer resp.Body.Close()
+	if saveTo != "" && resp.StatusCode == http.StatusOK {
+		return saveFile(saveTo, resp.Body)
+	}
 	out, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
@@ -163,4 +196,23 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// saveFile writes an export to a temporary file and renames it into place
+// once complete.
+func saveFile(p string, r io.Reader) error {
+	tmp := p + ".part"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("admin export: %w", err)
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("admin export: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("admin export: %w", err)
+	}
+	return os.Rename(tmp, p)
 }

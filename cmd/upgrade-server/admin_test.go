@@ -193,3 +193,67 @@ func TestParallelSuitesAreIsolated(t *testing.T) {
 		}
 	}
 }
+
+// TestExportImport: a suite starts from a known world.
+func TestExportImport(t *testing.T) {
+	env := map[string]string{
+		"UPGRADE_DATABASE_URL": pgtest.NewSchema(t), "UPGRADE_HTTP_ADDR": "127.0.0.1:0",
+		"UPGRADE_SFTP_ADDR": "127.0.0.1:0", "UPGRADE_DATA_DIR": t.TempDir(), "UPGRADE_WORKERS": "0",
+		"UPGRADE_ADMIN_TOKEN": "tok",
+	}
+	s := startServer(t, env)
+	base := s.url
+	a := scenarioFree(t, base)
+	grant(t, base, a)
+	b := scenarioFreeNoUpload(t, base)
+	before := call(t, base, "status", a)
+	cli := func(args ...string) error {
+		return runAdmin(t.Context(), append([]string{"upgrade-server", "admin", "--url", base, "--token", "tok"}, args...),
+			func(string) string { return "" }, io.Discard, io.Discard)
+	}
+	export := filepath.Join(t.TempDir(), "world.tar.gz")
+	if err := cli("export", export); err != nil {
+		t.Fatal(err)
+	}
+	if err := cli("reset"); err != nil {
+		t.Fatal(err)
+	}
+	if st := call(t, base, "status", a); len(st.Failures) != 1 {
+		t.Fatal("reset kept the request")
+	}
+	// A damaged export changes nothing.
+	if err := os.WriteFile(export+".bad", []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cli("import", export+".bad"); err == nil {
+		t.Fatal("a damaged export was imported")
+	}
+	if err := cli("import", export); err != nil {
+		t.Fatal(err)
+	}
+	after := call(t, base, "status", a)
+	if len(after.Failures) != 0 || fmt.Sprint(after.Request) != fmt.Sprint(before.Request) {
+		t.Fatalf("after import:\n%v\nbefore:\n%v", after.Request, before.Request)
+	}
+	if st := call(t, base, "status", b); len(st.Failures) != 0 || st.Request["state"] != "draft" {
+		t.Fatalf("second request: %+v", st)
+	}
+	resp, err := http.Get(after.Request["original_dump_url"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "seventeen bytes!!" {
+		t.Fatalf("imported upload: %q", body)
+	}
+	c := call(t, base, "create", url.Values{"contract": {"M1"}, "aim": {"test"}, "target": {"16.0"},
+		"email": {"qa@example.com"}, "filename": {"db.dump"}})
+	if c.Request["id"] != float64(3) {
+		t.Fatalf("the next id after import is %v", c.Request["id"])
+	}
+	// --keep refuses ids that exist, changing nothing.
+	if err := cli("import", export, "--keep"); err == nil {
+		t.Fatal("importing over existing ids with --keep succeeded")
+	}
+}

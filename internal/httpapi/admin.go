@@ -27,6 +27,8 @@ type AdminStore interface {
 	SetScenario(ctx context.Context, id int64, scenario *string, holdPolls int) (store.Request, error)
 	DeleteRequest(ctx context.Context, id int64) error
 	DeleteAllRequests(ctx context.Context) ([]int64, error)
+	ExportFixtures(ctx context.Context) ([]store.Fixture, error)
+	ImportFixtures(ctx context.Context, fixtures []store.Fixture, replace bool) ([]int64, error)
 }
 
 // adminRequest is a request as the admin API shows it: the v1 record plus
@@ -182,6 +184,8 @@ func addAdminRoutes(r chi.Router, logger *slog.Logger, requests RequestStore, op
 			}
 			adminJSON(w, http.StatusOK, map[string]any{"deleted": ids})
 		})
+		r.Get("/export", handleExport(logger, admin, opts))
+		r.Post("/import", handleImport(logger, admin, opts))
 		r.Route("/faults", func(r chi.Router) {
 			list := func(w http.ResponseWriter) {
 				rules, seed := opts.Faults.List()

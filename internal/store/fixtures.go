@@ -1,0 +1,92 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Fixture is one request as exported: its row, its SFTP keys and its log,
+// as JSON objects of the tables' columns.
+type Fixture struct {
+	Request json.RawMessage   `json:"request"`
+	Keys    []json.RawMessage `json:"sftp_keys"`
+	Events  []json.RawMessage `json:"events"`
+}
+
+// ExportFixtures returns every request with its keys and log.
+func (s *Store) ExportFixtures(ctx context.Context) ([]Fixture, error) {
+	rows, err := s.pool.Query(ctx, `SELECT row_to_json(r)::text,
+		COALESCE((SELECT json_agg(k) FROM sftp_keys k WHERE k.request_id = r.id), '[]')::text,
+		COALESCE((SELECT json_agg(json_build_object('at', e.at, 'level', e.level, 'message', e.message) ORDER BY e.id)
+			FROM request_events e WHERE e.request_id = r.id), '[]')::text
+		FROM requests r ORDER BY r.id`)
+	if err != nil {
+		return nil, fmt.Errorf("store: export: %w", err)
+	}
+	defer rows.Close()
+	var out []Fixture
+	for rows.Next() {
+		var req, keys, events string
+		if err := rows.Scan(&req, &keys, &events); err != nil {
+			return nil, fmt.Errorf("store: export: %w", err)
+		}
+		f := Fixture{Request: json.RawMessage(req)}
+		if err := json.Unmarshal([]byte(keys), &f.Keys); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(events), &f.Events); err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, rows.Err()
+}
+
+// ImportFixtures recreates exported requests with their ids and keys, in
+// one transaction; replace removes every request first. Leases are
+// dropped, so nothing imported looks in progress. It fails, changing
+// nothing, when an id exists (without replace) or a fixture is malformed.
+func (s *Store) ImportFixtures(ctx context.Context, fixtures []Fixture, replace bool) ([]int64, error) {
+	var ids []int64
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if replace {
+			if _, err := tx.Exec(ctx, `DELETE FROM requests`); err != nil {
+				return fmt.Errorf("store: import: %w", err)
+			}
+		}
+		for i, f := range fixtures {
+			var id int64
+			err := tx.QueryRow(ctx, `INSERT INTO requests SELECT * FROM json_populate_record(NULL::requests, $1::json)
+				RETURNING id`, string(f.Request)).Scan(&id)
+			if err != nil {
+				return fmt.Errorf("store: import fixture %d: %w", i+1, err)
+			}
+			if _, err := tx.Exec(ctx, `UPDATE requests SET upload_token = NULL, upload_lease_until = NULL,
+				lease_owner = NULL, lease_until = NULL, scratch_db = NULL,
+				state = CASE WHEN state = 'processing' THEN 'queued' ELSE state END WHERE id = $1`, id); err != nil {
+				return fmt.Errorf("store: import fixture %d: %w", i+1, err)
+			}
+			for _, k := range f.Keys {
+				if _, err := tx.Exec(ctx, `INSERT INTO sftp_keys SELECT * FROM json_populate_record(NULL::sftp_keys, $1::json)`, string(k)); err != nil {
+					return fmt.Errorf("store: import fixture %d keys: %w", i+1, err)
+				}
+			}
+			for _, e := range f.Events {
+				if _, err := tx.Exec(ctx, `INSERT INTO request_events (request_id, at, level, message)
+					SELECT $1, at, level, message FROM json_to_record($2::json) AS x(at timestamptz, level text, message text)`, id, string(e)); err != nil {
+					return fmt.Errorf("store: import fixture %d log: %w", i+1, err)
+				}
+			}
+			ids = append(ids, id)
+		}
+		_, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('requests', 'id'), GREATEST((SELECT max(id) FROM requests), 1))`)
+		if err != nil {
+			return fmt.Errorf("store: import: %w", err)
+		}
+		return nil
+	})
+	return ids, err
+}
