@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -573,5 +572,3 @@ func (t *tailBuffer) String() string {
 	}
 	return strings.TrimSpace(strings.Join(lines, "\n"))
 }
-
-var _ = io.Discard

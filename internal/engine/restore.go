@@ -8,7 +8,6 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path"
@@ -367,5 +366,3 @@ func dropLine(line []byte) bool {
 	}
 	return false
 }
-
-var _ = fmt.Sprint

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -239,5 +238,3 @@ func (r *run) readModulesAfter(ctx context.Context) error {
 	sort.Slice(r.modules, func(i, j int) bool { return r.modules[i].Name < r.modules[j].Name })
 	return nil
 }
-
-var _ = strings.TrimSpace

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -329,8 +328,6 @@ func writeBigSQL(t *testing.T, path string) {
 	f.WriteString(b.String())
 	fmt.Fprint(f, "\\.\n\n")
 }
-
-var _ sync.Mutex
 
 // TestRequestThatKeepsKillingWorkersFails: after MaxAttempts interrupted
 // attempts the request fails with a reason instead of running again.
