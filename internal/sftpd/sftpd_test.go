@@ -648,3 +648,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestIdleConnectionsClose: a connection without traffic is closed after
+// IdleTimeout.
+func TestIdleConnectionsClose(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *sftpd.Config) { c.IdleTimeout = 300 * time.Millisecond })
+	k := e.newKey("id_ed25519")
+	r := e.request("db.dump", k)
+	conn, err := gossh.Dial("tcp", e.addr, &gossh.ClientConfig{User: user(r), Auth: []gossh.AuthMethod{gossh.PublicKeys(k.signer)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	closed := make(chan error, 1)
+	go func() { closed <- conn.Wait() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an idle connection stayed open")
+	}
+}
