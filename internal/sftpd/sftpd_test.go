@@ -670,3 +670,32 @@ func TestIdleConnectionsClose(t *testing.T) {
 		t.Fatal("an idle connection stayed open")
 	}
 }
+
+// TestFailedLoginsAreSlowedDown: after three failures from one address,
+// each further attempt waits.
+func TestFailedLoginsAreSlowedDown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	k := e.newKey("id_ed25519")
+	stranger := e.newKey("stranger")
+	r := e.request("db.dump", k)
+	attempt := func() time.Duration {
+		start := time.Now()
+		if _, err := e.client(stranger, user(r)); err == nil {
+			t.Fatal("a stranger logged in")
+		}
+		return time.Since(start)
+	}
+	first := attempt()
+	for range 3 {
+		attempt()
+	}
+	slowed := attempt()
+	if slowed < 250*time.Millisecond || slowed < first+200*time.Millisecond {
+		t.Fatalf("the 5th failure took %s (the first %s): not slowed down", slowed, first)
+	}
+	// The right key still gets in (and clears the record).
+	if _, err := e.client(k, user(r)); err != nil {
+		t.Fatal(err)
+	}
+}
