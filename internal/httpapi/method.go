@@ -73,7 +73,7 @@ func handleMethod(logger *slog.Logger, name string, h methodFunc, j *journal, m 
 		if i := strings.LastIndexByte(host, ':'); i > 0 {
 			host = host[:i]
 		}
-		j.add(JournalEntry{At: start.UTC(), Method: name, HTTP: r.Method, RequestID: requestIDOf(r), Failures: reasons,
+		j.add(JournalEntry{At: start.UTC(), Method: name, HTTP: r.Method, RequestID: replyRequestID(r, rep), Failures: reasons,
 			Duration: float64(time.Since(start).Microseconds()) / 1000, ClientIP: host, Reference: correlationID(r.Context())})
 		switch {
 		case dropped != nil && dropped.fired:
@@ -222,4 +222,16 @@ func handleSkipTest(requests RequestStore, opts Options) methodFunc {
 			"Tests skipped; the upgraded database is delivered.", store.StateTesting)
 		return transitionReply(opts, got, err)
 	})
+}
+
+// replyRequestID names the request a call was about: from its answer
+// (parameters may have come in the body), else from the query string.
+func replyRequestID(r *http.Request, rep reply) string {
+	switch v := rep.req.(type) {
+	case wireRequest:
+		return strconv.FormatInt(v.ID, 10)
+	case sftpAccess:
+		return strconv.FormatInt(v.RequestID, 10)
+	}
+	return requestIDOf(r)
 }
