@@ -33,11 +33,11 @@ BYTES=$(stat -c %s "$DUMP")
 # the bare handler, without and with an fsync.
 start_server() { # name, extra flags...; sets URL and PID
   local name=$1; shift
-  "$WORK/upgrade-server" --http-addr 127.0.0.1:0 --data-dir "$WORK/data" --max-upload-bytes 0 --log-level warn "$@" \
+  "$WORK/upgrade-server" --http-addr 127.0.0.1:0 --sftp-addr 127.0.0.1:0 --data-dir "$WORK/data" --max-upload-bytes 0 --log-level warn "$@" \
     >"$WORK/$name.out" 2>"$WORK/$name.log" &
   PID=$!; pids+=($PID)
   for _ in $(seq 1 600); do grep -q listening "$WORK/$name.out" 2>/dev/null && break; sleep 0.1; done
-  URL=$(sed -n 's/.*listening on //p' "$WORK/$name.out")
+  URL=$(sed -n 's/.*http listening on //p' "$WORK/$name.out")
 }
 start_bare() { # name, extra flags...; sets URL
   local name=$1; shift
