@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
@@ -561,7 +560,3 @@ func (a *archive) fill(info *Info) {
 	info.PostgreSQL = majorOf(a.serverVersion)
 	info.PgDump = majorOf(a.pgDumpVersion)
 }
-
-// dataFileFor names the data member of an entry in a tar or directory
-// archive, without a compression suffix.
-func dataFileFor(e tocEntry) string { return strings.TrimSpace(e.filename) }

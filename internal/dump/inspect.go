@@ -12,7 +12,7 @@ import (
 	"io"
 	"os"
 	"path"
-	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -256,8 +256,6 @@ func readManifest(f *zip.File, info *Info) {
 	}
 }
 
-var dataFileRE = regexp.MustCompile(`^\d+\.dat(\.gz|\.lz4|\.zst)?$`)
-
 // inspectDirectory reads a directory archive: toc.dat, then the data files
 // of the wanted entries, found by member().
 func inspectDirectory(toc opener, member func(name string) opener, info *Info, t *tables) error {
@@ -282,7 +280,7 @@ func inspectDirectory(toc opener, member func(name string) opener, info *Info, t
 	a.fill(info)
 	want, cols := a.wanted(t)
 	for _, e := range want {
-		name := dataFileFor(e)
+		name := strings.TrimSpace(e.filename)
 		if name == "" {
 			continue
 		}
@@ -377,7 +375,7 @@ func inspectTar(open opener, info *Info, t *tables) error {
 	if pgTar {
 		info.Compressions = append(info.Compressions, "pgdmp_tar")
 		err := inspectDirectory(tarMember(open, tocName), func(name string) opener {
-			if contains(names, name) {
+			if slices.Contains(names, name) {
 				return tarMember(open, name)
 			}
 			return nil
@@ -391,7 +389,7 @@ func inspectTar(open opener, info *Info, t *tables) error {
 	info.Compressions = append(info.Compressions, "tar")
 	dir := path.Dir(tocName)
 	return inspectDirectory(tarMember(open, tocName), func(name string) opener {
-		if p := path.Join(dir, name); contains(names, p) {
+		if p := path.Join(dir, name); slices.Contains(names, p) {
 			return tarMember(open, p)
 		}
 		return nil
@@ -406,15 +404,6 @@ func fixTarLayers(c []string) []string {
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // tarMember opens one member of a tar stream by reading up to it.

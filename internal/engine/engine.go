@@ -158,10 +158,23 @@ func namespaceOf(dbURL string) string {
 
 // Run runs one job to its end. A *CustomerError says why the request fails.
 func (e *Engine) Run(ctx context.Context, job Job, hooks Hooks) (Result, error) {
-	r := &run{e: e, job: job, hooks: hooks, started: time.Now(), upload: e.cfg.Data.Path(job.ID, datadir.Upload),
-		work: filepath.Join(e.cfg.Data.Request(job.ID), "work")}
+	r := e.newRun(job, hooks)
 	defer os.RemoveAll(r.work)
 	return r.run(ctx)
+}
+
+func (e *Engine) newRun(job Job, hooks Hooks) *run {
+	return &run{e: e, job: job, hooks: hooks, started: time.Now(), upload: e.cfg.Data.Path(job.ID, datadir.Upload),
+		work: filepath.Join(e.cfg.Data.Request(job.ID), "work")}
+}
+
+// planModules lists the inspected modules with their target versions.
+func (r *run) planModules() {
+	r.modules = r.modules[:0]
+	for name, v := range r.info.Modules {
+		r.modules = append(r.modules, moduleChange{Name: name, Before: v, After: newVersion(v, r.info.DatabaseVersion, r.job.Target)})
+	}
+	sort.Slice(r.modules, func(i, j int) bool { return r.modules[i].Name < r.modules[j].Name })
 }
 
 type step struct {
@@ -235,10 +248,7 @@ func (r *run) run(ctx context.Context) (Result, error) {
 		return Result{}, customer("The target version %s is not newer than the database's version %s; choose a newer target.",
 			r.job.Target, r.info.DatabaseVersion)
 	}
-	for name, v := range r.info.Modules {
-		r.modules = append(r.modules, moduleChange{Name: name, Before: v, After: newVersion(v, r.info.DatabaseVersion, r.job.Target)})
-	}
-	sort.Slice(r.modules, func(i, j int) bool { return r.modules[i].Name < r.modules[j].Name })
+	r.planModules()
 
 	var res Result
 	switch r.e.cfg.Kind {
@@ -278,8 +288,7 @@ func (r *run) run(ctx context.Context) (Result, error) {
 // input (client test suites upload any bytes). The upload becomes the
 // upgraded dump, inspection fills what it can, and the run lasts duration.
 func (e *Engine) RunMock(ctx context.Context, job Job, hooks Hooks, duration time.Duration) (Result, error) {
-	r := &run{e: e, job: job, hooks: hooks, started: time.Now(), upload: e.cfg.Data.Path(job.ID, datadir.Upload),
-		work: filepath.Join(e.cfg.Data.Request(job.ID), "work")}
+	r := e.newRun(job, hooks)
 	info, err := dump.InspectFile(r.upload)
 	if err == nil {
 		r.info = info
@@ -288,10 +297,7 @@ func (e *Engine) RunMock(ctx context.Context, job Job, hooks Hooks, duration tim
 				return Result{}, err
 			}
 		}
-		for name, v := range info.Modules {
-			r.modules = append(r.modules, moduleChange{Name: name, Before: v, After: newVersion(v, info.DatabaseVersion, job.Target)})
-		}
-		sort.Slice(r.modules, func(i, j int) bool { return r.modules[i].Name < r.modules[j].Name })
+		r.planModules()
 	} else {
 		r.log("info", "Scenario: the upload is not inspected (%v).", err)
 	}

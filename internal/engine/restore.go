@@ -188,7 +188,7 @@ func (r *run) extractDirectory() (string, error) {
 	}
 	keep := func(name string) (string, bool) {
 		base := path.Base(name)
-		if base == "toc.dat" || base == "blobs.toc" || dataFileRE(base) {
+		if base == "toc.dat" || base == "blobs.toc" || isDataFile(base) {
 			return filepath.Join(dst, base), true
 		}
 		return "", false
@@ -249,7 +249,8 @@ func (r *run) extractDirectory() (string, error) {
 	return dst, nil
 }
 
-func dataFileRE(base string) bool {
+// isDataFile tells a directory archive's data files (NNNN.dat[.gz|.lz4|.zst], blob_*).
+func isDataFile(base string) bool {
 	i := strings.Index(base, ".dat")
 	if i <= 0 {
 		return strings.HasPrefix(base, "blob_")

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 )
@@ -152,7 +153,7 @@ func (in *Injector) Draw(method string, requestID int64, kinds ...string) *Rule 
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	for _, r := range in.rules {
-		if !contains(kinds, r.Kind) || (r.Method != "" && r.Method != "*" && r.Method != method) ||
+		if !slices.Contains(kinds, r.Kind) || (r.Method != "" && r.Method != "*" && r.Method != method) ||
 			(r.RequestID != 0 && r.RequestID != requestID) || (r.Times > 0 && r.Applied >= r.Times) {
 			continue
 		}
@@ -168,13 +169,4 @@ func (in *Injector) Draw(method string, requestID int64, kinds ...string) *Rule 
 		return &c
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -181,7 +182,7 @@ func (s *Server) allowed(ctx context.Context, id int64, key ssh.PublicKey) bool 
 		}
 		return false
 	}
-	if r.SFTPExpiresAt == nil || !s.cfg.NowFunc().Before(*r.SFTPExpiresAt) || !containsState(loginStates, r.State) {
+	if r.SFTPExpiresAt == nil || !s.cfg.NowFunc().Before(*r.SFTPExpiresAt) || !slices.Contains(loginStates, r.State) {
 		return false
 	}
 	keys, err := s.requests.SFTPKeys(ctx, id)
@@ -192,15 +193,6 @@ func (s *Server) allowed(ctx context.Context, id int64, key ssh.PublicKey) bool 
 	for _, k := range keys {
 		pk, _, _, _, err := gossh.ParseAuthorizedKey([]byte(k.PublicKey))
 		if err == nil && ssh.KeysEqual(pk, key) {
-			return true
-		}
-	}
-	return false
-}
-
-func containsState(list []store.State, s store.State) bool {
-	for _, x := range list {
-		if x == s {
 			return true
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Event is one timestamped line of a request's log.
@@ -17,14 +18,15 @@ type Event struct {
 
 // AddEvent appends a line to a request's log.
 func (s *Store) AddEvent(ctx context.Context, id int64, level, message string) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO request_events (request_id, level, message) VALUES ($1, $2, $3)`, id, level, message)
-	if err != nil {
-		return fmt.Errorf("store: add event %d: %w", id, err)
-	}
-	return nil
+	return addEvent(ctx, s.pool, id, level, message)
 }
 
-func addEvent(ctx context.Context, tx pgx.Tx, id int64, level, message string) error {
+// execer is a pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func addEvent(ctx context.Context, tx execer, id int64, level, message string) error {
 	_, err := tx.Exec(ctx, `INSERT INTO request_events (request_id, level, message) VALUES ($1, $2, $3)`, id, level, message)
 	if err != nil {
 		return fmt.Errorf("store: add event %d: %w", id, err)

@@ -151,11 +151,7 @@ func (s *Store) CreateRequest(ctx context.Context, n NewRequest) (Request, error
 
 // Request returns the request with that id, or ErrNotFound.
 func (s *Store) Request(ctx context.Context, id int64) (Request, error) {
-	r, err := scanRequest(s.pool.QueryRow(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, id))
-	if err != nil {
-		return Request{}, fmt.Errorf("store: get request %d: %w", id, err)
-	}
-	return r, nil
+	return getRequest(ctx, s.pool, id)
 }
 
 // lockRequest reads a request and locks its row for the rest of tx.
@@ -167,7 +163,12 @@ func lockRequest(ctx context.Context, tx pgx.Tx, id int64) (Request, error) {
 	return r, nil
 }
 
-func getRequest(ctx context.Context, tx pgx.Tx, id int64) (Request, error) {
+// querier is a pool or a transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func getRequest(ctx context.Context, tx querier, id int64) (Request, error) {
 	r, err := scanRequest(tx.QueryRow(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, id))
 	if err != nil {
 		return Request{}, fmt.Errorf("store: get request %d: %w", id, err)

@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"net/url"
 
+	"io/fs"
+
 	"github.com/golang-migrate/migrate/v4"
 	_ "github.com/golang-migrate/migrate/v4/database/pgx/v5" // registers the pgx5:// migrate driver
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"io/fs"
 )
 
 // Store is the PostgreSQL-backed record of upgrade requests.
