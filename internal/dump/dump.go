@@ -38,12 +38,24 @@ type Info struct {
 	ManifestVersion string
 	// ManifestPG is the manifest's pg_version as a major version.
 	ManifestPG string
+	// DirTOC and DirFiles describe a directory archive (a zip or tar of the
+	// folder): the member name of its toc.dat, and the names, relative to
+	// toc.dat's folder, of every data file toc.dat and blobs.toc name, each
+	// a plain file of the archive. A restore extracts these and nothing else.
+	DirTOC   string
+	DirFiles []string
 }
 
 // FormatError says in plain language why a dump cannot be used.
-type FormatError struct{ Reason string }
+type FormatError struct {
+	Reason string
+	err    error // a sentinel it matches (ErrTooLarge), if any
+}
 
 func (e *FormatError) Error() string { return e.Reason }
+
+// Unwrap returns the sentinel the error matches, if any.
+func (e *FormatError) Unwrap() error { return e.err }
 
 func formatErr(format string, args ...any) error {
 	return &FormatError{Reason: fmt.Sprintf(format, args...)}
@@ -89,6 +101,7 @@ func seriesOf(v string) string {
 
 // tables collects the rows inspection needs.
 type tables struct {
+	budget      *budget
 	modules     map[string]moduleRow
 	uuid        string
 	neutralized bool

@@ -12,15 +12,18 @@ import (
 	"io"
 	"os"
 	"path"
-	"slices"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
 )
 
-// InspectFile inspects the dump stored at p.
-func InspectFile(p string) (Info, error) {
+// InspectFile inspects the dump stored at p, within the zip limits every
+// dump is held to (see InspectLimited).
+func InspectFile(p string) (Info, error) { return InspectFileLimited(p, Limits{}) }
+
+// InspectFileLimited inspects the dump stored at p within limits.
+func InspectFileLimited(p string, lim Limits) (Info, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return Info{}, err
@@ -30,13 +33,19 @@ func InspectFile(p string) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	return Inspect(f, st.Size())
+	return InspectLimited(f, st.Size(), lim)
 }
 
-// Inspect reads an uploaded dump of size bytes. It fails with a
+// Inspect is InspectLimited with the zero Limits.
+func Inspect(ra io.ReaderAt, size int64) (Info, error) { return InspectLimited(ra, size, Limits{}) }
+
+// InspectLimited reads an uploaded dump of size bytes. It fails with a
 // *FormatError (see IsFormatError) when the input is not a usable Odoo
-// database dump, saying why in words a customer can act on.
-func Inspect(ra io.ReaderAt, size int64) (info Info, err error) {
+// database dump, saying why in words a customer can act on: also when an
+// archive member reaches outside the archive (an absolute name, "..", a
+// link, a device) or names a data file pg_dump would not write, and when
+// the dump expands past lim (the error then matches ErrTooLarge).
+func InspectLimited(ra io.ReaderAt, size int64, lim Limits) (info Info, err error) {
 	defer func() {
 		if err != nil && !IsFormatError(err) && isDamage(err) {
 			err = formatErr("the dump is truncated or damaged (%v); upload it again", err)
@@ -45,7 +54,7 @@ func Inspect(ra io.ReaderAt, size int64) (info Info, err error) {
 	if size == 0 {
 		return Info{}, formatErr("the upload is empty")
 	}
-	t := &tables{}
+	t := &tables{budget: newBudget(lim)}
 	head := make([]byte, 512)
 	n, _ := ra.ReadAt(head, 0)
 	head = head[:n]
@@ -112,7 +121,7 @@ func inspectStream(open opener, info *Info, t *tables, depth int) error {
 				closeFn()
 				return nil, nil, formatErr("the gzip layer is damaged (%v)", err)
 			}
-			return z, func() { z.Close(); closeFn() }, nil
+			return t.budget.expand(z), func() { z.Close(); closeFn() }, nil
 		}, info, t, depth+1)
 	case bytes.HasPrefix(head, []byte("PGDMP")):
 		info.Compressions = append(info.Compressions, "pgdmp_custom", "sql")
@@ -178,30 +187,52 @@ func readCustom(s *src, info *Info, t *tables) error {
 // a zipped directory archive (toc.dat and its data files), or a zip of one
 // dump file.
 func inspectZip(ra io.ReaderAt, size int64, info *Info, t *tables) error {
+	if err := checkZipDirectory(ra, size); err != nil {
+		return err
+	}
 	zr, err := zip.NewReader(ra, size)
-	if err != nil {
+	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
 		return formatErr("the zip file is damaged (%v)", err)
 	}
 	info.Compressions = append(info.Compressions, "zip")
 	var dumpSQL, toc, manifest *zip.File
+	var tocName string
 	var files []*zip.File
 	byName := map[string]*zip.File{}
+	var declared uint64
 	for _, f := range zr.File {
+		name, err := CheckMemberName(f.Name)
+		if err != nil {
+			return err
+		}
+		if err := checkMemberMode(f.Name, f.Mode()); err != nil {
+			return err
+		}
 		if f.FileInfo().IsDir() {
 			continue
 		}
-		byName[f.Name] = f
+		declared += f.UncompressedSize64
+		if _, dup := byName[name]; dup {
+			return formatErr("the zip holds %s twice", quoteName(name))
+		}
+		byName[name] = f
 		files = append(files, f)
 		switch {
-		case f.Name == "dump.sql":
+		case name == "dump.sql":
 			dumpSQL = f
-		case f.Name == "manifest.json":
+		case name == "manifest.json":
 			manifest = f
-		case path.Base(f.Name) == "toc.dat" && toc == nil:
-			toc = f
-		case strings.HasPrefix(f.Name, "filestore/"):
+		case path.Base(name) == "toc.dat":
+			if toc != nil {
+				return formatErr("the zip holds two toc.dat (%s and %s); upload one directory archive", quoteName(tocName), quoteName(name))
+			}
+			toc, tocName = f, name
+		case strings.HasPrefix(name, "filestore/"):
 			info.Filestore = true
 		}
+	}
+	if err := checkZipSizes(declared, size, t.budget); err != nil {
+		return err
 	}
 	if manifest != nil && manifest.UncompressedSize64 < 1<<20 {
 		readManifest(manifest, info)
@@ -210,7 +241,7 @@ func inspectZip(ra io.ReaderAt, size int64, info *Info, t *tables) error {
 		return func() (io.Reader, func(), error) {
 			rc, err := f.Open()
 			if err != nil {
-				return nil, nil, formatErr("the zip member %s is damaged (%v)", f.Name, err)
+				return nil, nil, formatErr("the zip member %s is damaged (%v)", quoteName(f.Name), err)
 			}
 			return rc, func() { rc.Close() }, nil
 		}
@@ -223,13 +254,14 @@ func inspectZip(ra io.ReaderAt, size int64, info *Info, t *tables) error {
 		}
 		return err
 	case toc != nil:
-		dir := path.Dir(toc.Name)
+		dir := path.Dir(tocName)
 		member := func(name string) opener {
 			if f, ok := byName[path.Join(dir, name)]; ok {
 				return openMember(f)
 			}
 			return nil
 		}
+		info.DirTOC = tocName
 		return inspectDirectory(openMember(toc), member, info, t)
 	case len(files) == 1:
 		return inspectStream(openMember(files[0]), info, t, 1)
@@ -278,9 +310,12 @@ func inspectDirectory(toc opener, member func(name string) opener, info *Info, t
 		return err
 	}
 	a.fill(info)
+	if info.DirFiles, err = dirFiles(a, member); err != nil {
+		return err
+	}
 	want, cols := a.wanted(t)
 	for _, e := range want {
-		name := strings.TrimSpace(e.filename)
+		name := e.filename
 		if name == "" {
 			continue
 		}
@@ -308,6 +343,7 @@ func readDataFile(open opener, suffix string, e tocEntry, cols map[string][]stri
 		return err
 	}
 	defer closeFn()
+	r = t.budget.expand(r)
 	switch suffix {
 	case ".gz":
 		z, err := gzip.NewReader(r)
@@ -342,6 +378,7 @@ func inspectTar(open opener, info *Info, t *tables) error {
 	}
 	tr := tar.NewReader(r)
 	var names []string
+	have := map[string]bool{}
 	var tocName string
 	first := true
 	pgTar := false
@@ -354,12 +391,29 @@ func inspectTar(open opener, info *Info, t *tables) error {
 			closeFn()
 			return formatErr("the tar file is damaged (%v)", err)
 		}
-		if h.Typeflag != tar.TypeReg {
+		name, regular, err := checkTarHeader(h)
+		if err != nil {
+			closeFn()
+			return err
+		}
+		if !regular {
 			continue
 		}
-		names = append(names, h.Name)
-		if path.Base(h.Name) == "toc.dat" && tocName == "" {
-			tocName = h.Name
+		if have[name] {
+			closeFn()
+			return formatErr("the tar file holds %s twice", quoteName(name))
+		}
+		have[name] = true
+		names = append(names, name)
+		if path.Base(name) == "toc.dat" {
+			if tocName != "" {
+				closeFn()
+				return formatErr("the tar file holds two toc.dat (%s and %s); upload one directory archive", quoteName(tocName), quoteName(name))
+			}
+			tocName = name
+			// pg_dump's own tar format starts with the member "toc.dat"
+			// (a tar of a directory archive made at its root names it
+			// "./toc.dat").
 			pgTar = first && h.Name == "toc.dat"
 		}
 		first = false
@@ -375,7 +429,7 @@ func inspectTar(open opener, info *Info, t *tables) error {
 	if pgTar {
 		info.Compressions = append(info.Compressions, "pgdmp_tar")
 		err := inspectDirectory(tarMember(open, tocName), func(name string) opener {
-			if slices.Contains(names, name) {
+			if have[name] {
 				return tarMember(open, name)
 			}
 			return nil
@@ -384,12 +438,14 @@ func inspectTar(open opener, info *Info, t *tables) error {
 		// format is one layer.
 		info.Compressions = fixTarLayers(info.Compressions)
 		info.Format = "tar"
+		info.DirFiles = nil
 		return err
 	}
 	info.Compressions = append(info.Compressions, "tar")
 	dir := path.Dir(tocName)
+	info.DirTOC = tocName
 	return inspectDirectory(tarMember(open, tocName), func(name string) opener {
-		if p := path.Join(dir, name); slices.Contains(names, p) {
+		if p := path.Join(dir, name); have[p] {
 			return tarMember(open, p)
 		}
 		return nil
@@ -423,7 +479,7 @@ func tarMember(open opener, name string) opener {
 				}
 				return nil, nil, formatErr("the tar file is damaged (%v)", err)
 			}
-			if h.Name == name && h.Typeflag == tar.TypeReg {
+			if clean, regular, err := checkTarHeader(h); err == nil && regular && clean == name {
 				return tr, closeFn, nil
 			}
 		}

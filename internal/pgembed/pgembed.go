@@ -6,6 +6,12 @@
 // Several processes may share one cluster directory: each holds a shared
 // flock on <dir>.lock while it uses the cluster; start-up and shutdown take
 // it exclusively, and only the last user stops the server.
+//
+// Authentication (pg_hba.conf, rewritten at every start): the superuser
+// postgres only by peer authentication from this process's OS user; any
+// other role only into the database of its own name, with its password
+// (scram-sha-256). Scratch databases are made that way (a role per
+// database), so a role that restores an upload can reach nothing else.
 package pgembed
 
 import (
@@ -49,6 +55,9 @@ type Options struct {
 	// PATH, then /usr/lib/postgresql/*/bin newest first.
 	SearchDirs []string
 	Logger     *slog.Logger
+	// RemoveOnStop removes the cluster's files when the last user stops it
+	// (a throwaway cluster, as tests use).
+	RemoveOnStop bool
 }
 
 // Cluster is a running embedded PostgreSQL.
@@ -60,6 +69,7 @@ type Cluster struct {
 	lock    *os.File
 	cred    *syscall.Credential
 	logger  *slog.Logger
+	remove  bool
 }
 
 const superuser = "postgres"
@@ -82,7 +92,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{dir: dir, binDir: binDir, db: opts.Database, logger: opts.Logger.With("component", "pgembed")}
+	c := &Cluster{dir: dir, binDir: binDir, db: opts.Database, logger: opts.Logger.With("component", "pgembed"), remove: opts.RemoveOnStop}
 	if c.cred, err = credential(); err != nil {
 		return nil, err
 	}
@@ -126,6 +136,10 @@ func (c *Cluster) start(ctx context.Context) error {
 	} else if err != nil {
 		return fmt.Errorf("pgembed: %w", err)
 	}
+	changed, err := c.writeAuthConfig()
+	if err != nil {
+		return err
+	}
 	running, sockDir, err := c.running()
 	if err != nil {
 		return err
@@ -133,12 +147,77 @@ func (c *Cluster) start(ctx context.Context) error {
 	if running {
 		c.sockDir = sockDir
 		c.logger.Info("reusing running embedded PostgreSQL", "dir", c.dir, "socket_dir", sockDir)
+		if changed {
+			// A cluster of an earlier release (trust) takes the new rules now.
+			if err := c.reload(ctx); err != nil {
+				return err
+			}
+		}
 	} else {
 		if err := c.launch(ctx); err != nil {
 			return err
 		}
 	}
 	return c.ensureDatabase(ctx)
+}
+
+// writeAuthConfig writes pg_hba.conf and pg_ident.conf: the superuser by
+// peer authentication from this process's OS user only, any other role
+// only into the database of its own name with its password. It reports
+// whether a file changed.
+func (c *Cluster) writeAuthConfig() (bool, error) {
+	hba := "# upgrade-server: written at every start; edits are lost.\n" +
+		"# The superuser: peer authentication, from the OS users of pg_ident.conf.\n" +
+		"local  all       " + superuser + "  peer  map=upgrade\n" +
+		"# Every other role: only into the database of its own name, with its password.\n" +
+		"local  samerole  all       scram-sha-256\n"
+	ident := "# upgrade-server: written at every start; edits are lost.\n"
+	osUsers := []string{}
+	if u, err := user.Current(); err == nil {
+		osUsers = append(osUsers, u.Username)
+	}
+	if c.cred != nil {
+		if u, err := user.LookupId(strconv.Itoa(int(c.cred.Uid))); err == nil && !slices.Contains(osUsers, u.Username) {
+			osUsers = append(osUsers, u.Username)
+		}
+	}
+	if len(osUsers) == 0 {
+		// Without a user name the server cannot check the peer: fall back
+		// to the socket directory's permissions alone.
+		c.logger.Warn("this OS user has no name; the embedded PostgreSQL trusts connections as its superuser through its socket")
+		hba = strings.Replace(hba, "peer  map=upgrade", "trust", 1)
+	}
+	for _, u := range osUsers {
+		ident += fmt.Sprintf("upgrade  %s  %s\n", u, superuser)
+	}
+	changed := false
+	for name, content := range map[string]string{"pg_hba.conf": hba, "pg_ident.conf": ident} {
+		p := filepath.Join(c.dir, name)
+		if old, err := os.ReadFile(p); err == nil && string(old) == content {
+			continue
+		}
+		tmp := p + ".tmp"
+		if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+			return false, fmt.Errorf("pgembed: %w", err)
+		}
+		if err := c.chown(tmp); err != nil {
+			return false, err
+		}
+		if err := os.Rename(tmp, p); err != nil {
+			return false, fmt.Errorf("pgembed: %w", err)
+		}
+		changed = true
+	}
+	return changed, nil
+}
+
+func (c *Cluster) reload(ctx context.Context) error {
+	out, err := c.command(ctx, "pg_ctl", "reload", "-D", c.dir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pgembed: reload: %w: %s", err, tail(out))
+	}
+	c.logger.Info("embedded PostgreSQL reloaded its authentication rules", "dir", c.dir)
+	return nil
 }
 
 // running reports whether a postmaster serves the cluster, and where its
@@ -233,7 +312,13 @@ func (c *Cluster) socketDir() (string, error) {
 		sum := sha256.Sum256([]byte(c.dir))
 		sock = filepath.Join(os.TempDir(), "upgrade-pg-"+hex.EncodeToString(sum[:6]))
 	}
-	if err := os.MkdirAll(sock, 0o700); err != nil {
+	// Traversable (not listable) by other users: the unprivileged OS user
+	// that runs the PostgreSQL tools on uploads connects through it, as a
+	// role that can only reach its own database.
+	if err := os.MkdirAll(sock, 0o711); err != nil {
+		return "", fmt.Errorf("pgembed: socket dir: %w", err)
+	}
+	if err := os.Chmod(sock, 0o711); err != nil {
 		return "", fmt.Errorf("pgembed: socket dir: %w", err)
 	}
 	if err := c.chown(sock); err != nil {
@@ -317,6 +402,16 @@ func (c *Cluster) Close(ctx context.Context) error {
 		return fmt.Errorf("pgembed: stop: %w: %s", err, tail(out))
 	}
 	c.logger.Info("stopped embedded PostgreSQL", "dir", c.dir)
+	if c.remove {
+		// Under the start lock: a process starting now waits, then finds no
+		// cluster and makes a new one.
+		if err := os.RemoveAll(c.dir); err != nil {
+			return fmt.Errorf("pgembed: remove: %w", err)
+		}
+		if c.sockDir != "" {
+			os.RemoveAll(c.sockDir)
+		}
+	}
 	return nil
 }
 

@@ -150,3 +150,76 @@ func TestNoBinaries(t *testing.T) {
 		t.Fatalf("message does not say what to install: %s", msg)
 	}
 }
+
+// TestAuthentication: the superuser is reachable only from this OS user;
+// any other role, only into the database of its own name with its password.
+func TestAuthentication(t *testing.T) {
+	dir := clusterDir(t)
+	c := start(t, dir)
+	ctx := context.Background()
+	defer c.Close(ctx)
+	admin, err := pgx.Connect(ctx, c.URL(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{`CREATE ROLE scratch_a LOGIN PASSWORD 'pw-a'`, `CREATE DATABASE scratch_a OWNER scratch_a`, `CREATE DATABASE scratch_b`} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin.Close(ctx)
+	as := func(user, password, db string) error {
+		cfg, err := pgx.ParseConfig(c.URL(db))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.User, cfg.Password = user, password
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err == nil {
+			conn.Close(ctx)
+		}
+		return err
+	}
+	for _, tc := range []struct {
+		user, password, db string
+		ok                 bool
+	}{
+		{"scratch_a", "pw-a", "scratch_a", true},
+		{"scratch_a", "wrong", "scratch_a", false},
+		{"scratch_a", "pw-a", "scratch_b", false},
+		{"scratch_a", "pw-a", "upgrade", false},
+		{"scratch_a", "pw-a", "postgres", false},
+		{"postgres", "pw-a", "scratch_a", true}, // peer: this OS user
+	} {
+		err := as(tc.user, tc.password, tc.db)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s@%s: err = %v, want ok = %v", tc.user, tc.db, err, tc.ok)
+		}
+	}
+	if st, err := os.Stat(c.SocketDir()); err != nil || st.Mode().Perm() != 0o711 {
+		t.Fatalf("socket dir: %v %v", st.Mode(), err)
+	}
+}
+
+// TestRemoveOnStop: a throwaway cluster leaves nothing when its last user stops it.
+func TestRemoveOnStop(t *testing.T) {
+	dir := clusterDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := pgembed.Start(ctx, pgembed.Options{Dir: dir, RemoveOnStop: true})
+	if errors.Is(err, pgembed.ErrNoBinaries) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := c.SocketDir()
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dir, sock} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is left: %v", p, err)
+		}
+	}
+}

@@ -66,7 +66,8 @@ func BaseURL(t testing.TB) string {
 		os.Chmod(dir, 0o755) // the cluster may run as another user (root runs it as postgres)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		shared.cluster, shared.err = pgembed.Start(ctx, pgembed.Options{Dir: filepath.Join(dir, "postgres"), Database: "upgrade_test"})
+		shared.cluster, shared.err = pgembed.Start(ctx, pgembed.Options{Dir: filepath.Join(dir, "postgres"), Database: "upgrade_test",
+			RemoveOnStop: true}) // the last test binary to stop it removes it
 		if shared.err == nil {
 			shared.url = shared.cluster.URL("")
 		}
