@@ -62,6 +62,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Workers per server (default 2).
 	Workers int
+	// MaxRestoreBytes caps what a restore may write (default 0: no cap).
+	MaxRestoreBytes int64
+	// EngineCommand is the command engine's command.
+	EngineCommand string
 }
 
 // NewServer starts a server for the test and stops it at cleanup.
@@ -91,6 +95,7 @@ func NewServer(t testing.TB, opts ...Options) *Server {
 		SFTPCiphers:     []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr"},
 		ShutdownTimeout: 10 * time.Second, Workers: o.Workers, Engine: o.Engine, EngineTimeout: time.Hour,
 		MockDuration: o.MockDuration, AdminToken: s.AdminToken, UploadFsync: false,
+		MaxRestoreBytes: o.MaxRestoreBytes, EngineCommand: o.EngineCommand,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel

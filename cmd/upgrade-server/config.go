@@ -31,6 +31,7 @@ var settings = []setting{
 	{"region", "UPGRADE_REGION", "eu1", "region segment of status and file URLs"},
 	{"data-dir", "UPGRADE_DATA_DIR", "./data", "data directory: uploads, artifacts, host keys, embedded PostgreSQL"},
 	{"database-url", "UPGRADE_DATABASE_URL", "", "PostgreSQL URL (default: an embedded cluster in <data-dir>/postgres)"},
+	{"scratch-database-url", "UPGRADE_SCRATCH_DATABASE_URL", "", "PostgreSQL server where uploads are restored, as a role with CREATEDB and CREATEROLE (default: the database URL's server)"},
 	{"targets", "UPGRADE_TARGETS", defaultTargets, "comma-separated valid target versions"},
 	{"contracts", "UPGRADE_CONTRACTS", "", "valid contracts: a comma-separated list, or @FILE with one per line (default: any non-empty contract)"},
 	{"max-upload-bytes", "UPGRADE_MAX_UPLOAD_BYTES", "100GiB", "largest accepted upload, in bytes or with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB); 0 means no limit"},
@@ -45,7 +46,9 @@ var settings = []setting{
 	{"workers", "UPGRADE_WORKERS", "2", "requests processed at once by this process (0: none, an API-only replica)"},
 	{"engine", "UPGRADE_ENGINE", "builtin", "upgrade engine: builtin (restore, SQL upgrade, dump), command (your upgrade command) or passthrough (no PostgreSQL work)"},
 	{"engine-command", "UPGRADE_ENGINE_COMMAND", "", "the command engine's shell command, run against the restored scratch database (PGHOST, PGDATABASE, UPGRADE_SOURCE_VERSION… set)"},
-	{"engine-timeout", "UPGRADE_ENGINE_TIMEOUT", "4h", "the command engine's time limit"},
+	{"engine-timeout", "UPGRADE_ENGINE_TIMEOUT", "4h", "a run's time limit: restore, upgrade and dump"},
+	{"max-restore-bytes", "UPGRADE_MAX_RESTORE_BYTES", "200GiB", "most bytes a restore may write: what an upload expands to, and the growth of its scratch database (0: no limit)"},
+	{"tools-user", "UPGRADE_TOOLS_USER", "nobody", "when run as root, the OS user that runs pg_restore, psql, pg_dump and the command engine on uploads"},
 	{"scripts-dir", "UPGRADE_SCRIPTS_DIR", "", "operator SQL scripts for the builtin engine: <dir>/<series>/*.sql, run for each version hop"},
 	{"mock-duration", "UPGRADE_MOCK_DURATION", "0s", "how long passthrough and scenario runs take (0s: instant, for CI; 2m: a realistic demo)"},
 	{"admin-token", "UPGRADE_ADMIN_TOKEN", "", "enables the admin API under /admin/v1 for this bearer token (disabled when empty)"},
@@ -88,17 +91,19 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	get := func(name string) string { return strings.TrimSpace(*vals[name]) }
 
 	cfg := Config{
-		HTTPAddr:       get("http-addr"),
-		PublicURL:      strings.TrimRight(get("public-url"), "/"),
-		Region:         get("region"),
-		DataDir:        get("data-dir"),
-		DatabaseURL:    get("database-url"),
-		Contracts:      get("contracts"),
-		SFTPAddr:       get("sftp-addr"),
-		SFTPPublicHost: get("sftp-public-host"),
-		LogFormat:      get("log-format"),
-		AdminToken:     get("admin-token"),
-		LogLevel:       get("log-level"),
+		HTTPAddr:           get("http-addr"),
+		PublicURL:          strings.TrimRight(get("public-url"), "/"),
+		Region:             get("region"),
+		DataDir:            get("data-dir"),
+		DatabaseURL:        get("database-url"),
+		ScratchDatabaseURL: get("scratch-database-url"),
+		ToolsUser:          get("tools-user"),
+		Contracts:          get("contracts"),
+		SFTPAddr:           get("sftp-addr"),
+		SFTPPublicHost:     get("sftp-public-host"),
+		LogFormat:          get("log-format"),
+		AdminToken:         get("admin-token"),
+		LogLevel:           get("log-level"),
 	}
 	var errs []error
 	for _, t := range strings.Split(get("targets"), ",") {
@@ -112,6 +117,9 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	var err error
 	if cfg.MaxUploadBytes, err = parseBytes(get("max-upload-bytes")); err != nil {
 		errs = append(errs, fmt.Errorf("--max-upload-bytes: %w", err))
+	}
+	if cfg.MaxRestoreBytes, err = parseBytes(get("max-restore-bytes")); err != nil {
+		errs = append(errs, fmt.Errorf("--max-restore-bytes: %w", err))
 	}
 	if cfg.UploadFsync, err = strconv.ParseBool(get("upload-fsync")); err != nil {
 		errs = append(errs, fmt.Errorf("--upload-fsync: %q is neither true nor false", get("upload-fsync")))

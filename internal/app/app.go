@@ -41,8 +41,11 @@ type Config struct {
 	Region      string
 	DataDir     string
 	DatabaseURL string
-	Targets     []string
-	Contracts   string
+	// ScratchDatabaseURL is where scratch databases are made ("": the
+	// application's server).
+	ScratchDatabaseURL string
+	Targets            []string
+	Contracts          string
 	// ContractValidFunc, when set, decides contracts instead of Contracts.
 	ContractValidFunc func(contract string) bool
 	MaxUploadBytes    int64
@@ -58,6 +61,8 @@ type Config struct {
 	Engine            string
 	EngineCommand     string
 	EngineTimeout     time.Duration
+	ToolsUser         string
+	MaxRestoreBytes   int64
 	ScriptsDir        string
 	MockDuration      time.Duration
 	AdminToken        string
@@ -91,6 +96,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 	}
 
 	dbURL := cfg.DatabaseURL
+	var reserved []uint32 // OS users the tools must not run as
 	if dbURL == "" {
 		startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 		cluster, err := pgembed.Start(startCtx, pgembed.Options{Dir: filepath.Join(dataDir, "postgres"), Logger: logger})
@@ -106,6 +112,9 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 			}
 		}()
 		dbURL = cluster.URL("")
+		if uid := cluster.UID(); uid >= 0 {
+			reserved = append(reserved, uint32(uid))
+		}
 	}
 	if err := store.Migrate(ctx, dbURL, migrations.FS); err != nil {
 		return fmt.Errorf("database %s: %w", redactURL(dbURL), err)
@@ -135,11 +144,27 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		return err
 	}
 
-	eng, err := engine.New(logger, engine.Config{Kind: cfg.Engine, DatabaseURL: dbURL, Targets: cfg.Targets,
-		ScriptsDir: cfg.ScriptsDir, Command: cfg.EngineCommand, CommandTimeout: cfg.EngineTimeout, Data: data,
-		MockDuration: cfg.MockDuration})
+	scratchURL := cfg.ScratchDatabaseURL
+	if scratchURL == "" {
+		scratchURL = dbURL
+	}
+	eng, err := engine.New(logger, engine.Config{Kind: cfg.Engine, DatabaseURL: scratchURL, AppDatabaseURL: dbURL,
+		Targets: cfg.Targets, ScriptsDir: cfg.ScriptsDir, Command: cfg.EngineCommand, Timeout: cfg.EngineTimeout,
+		Data: data, MockDuration: cfg.MockDuration, ToolsUser: cfg.ToolsUser, ReservedUIDs: reserved,
+		MaxRestoreBytes: cfg.MaxRestoreBytes})
 	if err != nil {
 		return err
+	}
+	if cfg.Workers > 0 {
+		// Untrusted work must be confinable before any is taken.
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := eng.Prepare(pctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		logger.Info("uploads are restored as throwaway unprivileged roles; their tools run as an unprivileged OS user",
+			"tools_user", eng.ToolsUser(), "max_restore_bytes", cfg.MaxRestoreBytes)
 	}
 	wrk := worker.New(logger, st, eng, worker.Config{Slots: cfg.Workers, SoftStop: cfg.ShutdownTimeout,
 		MockDuration: cfg.MockDuration, FixedEstimate: cfg.Engine == engine.Passthrough, Metrics: met})
@@ -178,7 +203,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		SFTPHostKeys:      fingerprints,
 		SFTPAccessTTL:     cfg.SFTPAccessTTL,
 		Data:              data,
-		SQLStreamFunc:     engine.OpenSQL,
+		SQLStreamFunc:     eng.OpenSQL,
 		AdminToken:        cfg.AdminToken,
 		AdminStore:        st,
 		Metrics:           met,

@@ -59,5 +59,9 @@ func (d Dir) Init() error {
 	if err := os.MkdirAll(filepath.Join(d.root, "requests"), 0o700); err != nil {
 		return fmt.Errorf("datadir: %w", err)
 	}
+	// Traversable by the tools user, whose runs' folders live in it.
+	if err := os.MkdirAll(d.Work(), 0o711); err != nil {
+		return fmt.Errorf("datadir: %w", err)
+	}
 	return nil
 }

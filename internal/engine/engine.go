@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/dump"
@@ -42,25 +41,40 @@ func customer(format string, args ...any) error {
 // Config configures the engine.
 type Config struct {
 	Kind string
-	// DatabaseURL reaches the PostgreSQL where scratch databases are made
-	// (CREATEDB needed).
+	// DatabaseURL reaches the PostgreSQL server where scratch databases are
+	// made, as a role that may create databases and roles (CREATEDB and
+	// CREATEROLE, or a superuser). Nothing from an upload ever runs as that
+	// role: each run restores into a database of its own, owned by a
+	// throwaway unprivileged role (see Prepare).
 	DatabaseURL string
 	// Targets are the known series in order: they define version hops.
 	Targets []string
 	// ScriptsDir holds <series>/*.sql run for each hop (builtin engine).
 	ScriptsDir string
 	// Command is run through sh -c against the scratch database (command engine).
-	Command        string
-	CommandTimeout time.Duration
-	Data           datadir.Dir
+	Command string
+	// Timeout bounds a whole run: restore, upgrade and dump (default 4h).
+	Timeout time.Duration
+	Data    datadir.Dir
 	// Namespace separates this deployment's scratch databases from others
 	// on the same server; "" derives it from the application database
 	// (AppDatabaseURL, else DatabaseURL).
-	Namespace      string
+	Namespace string
+	// AppDatabaseURL is the application's database; when scratch databases
+	// share its server, Prepare revokes CONNECT on it from PUBLIC.
 	AppDatabaseURL string
 	// MockDuration is how long a passthrough run lasts (a realistic demo);
 	// scenarios without duration= last this long too.
 	MockDuration time.Duration
+	// ToolsUser is the OS user the PostgreSQL tools and the command engine
+	// run as when the server runs as root (default "nobody"); never root,
+	// nor a user of ReservedUIDs.
+	ToolsUser    string
+	ReservedUIDs []uint32
+	// MaxRestoreBytes caps what a restore may write: the bytes an upload
+	// expands to (decompressed layers, extracted files) and the growth of
+	// the scratch database. 0 means no cap.
+	MaxRestoreBytes int64
 }
 
 // Job is one request to run.
@@ -91,12 +105,17 @@ type Result struct {
 type Engine struct {
 	cfg    Config
 	logger *slog.Logger
-	libpq  []string // PG* variables for the client tools
-	admin  *pgconn.Config
+	admin  *pgx.ConnConfig // the scratch server, as the role that makes scratch databases
 	ns     string
+	tools  *tools
+	work   string // where runs' folders go (see tools.workRoot)
 }
 
-// New checks the configuration and returns an engine.
+const cleanupTimeout = time.Minute
+
+// New checks the configuration and returns an engine. It fails when the
+// PostgreSQL client tools are missing, or psql is too old to restore plain
+// SQL safely (it needs \restrict), or the tools user is unusable.
 func New(logger *slog.Logger, cfg Config) (*Engine, error) {
 	e := &Engine{cfg: cfg, logger: logger.With("component", "engine"), ns: cfg.Namespace}
 	if e.ns == "" {
@@ -105,6 +124,20 @@ func New(logger *slog.Logger, cfg Config) (*Engine, error) {
 			app = cfg.DatabaseURL
 		}
 		e.ns = namespaceOf(app)
+	}
+	if e.cfg.Timeout == 0 {
+		e.cfg.Timeout = 4 * time.Hour
+	}
+	var err error
+	if e.tools, err = newTools(cfg.ToolsUser, cfg.ReservedUIDs); err != nil {
+		return nil, err
+	}
+	if e.work, err = e.tools.workRoot(cfg.Data.Work()); err != nil {
+		return nil, fmt.Errorf("engine: work folder: %w", err)
+	}
+	if e.work != cfg.Data.Work() {
+		e.logger.Info("the tools user cannot reach the data directory; runs work in a private temporary folder",
+			"tools_user", e.tools.User(), "work_dir", e.work)
 	}
 	switch cfg.Kind {
 	case Passthrough:
@@ -121,20 +154,17 @@ func New(logger *slog.Logger, cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("engine: %s not found on PATH: install the PostgreSQL client tools (Debian/Ubuntu: apt-get install postgresql-client)", tool)
 		}
 	}
-	pc, err := pgconn.ParseConfig(cfg.DatabaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("engine: database URL: %w", err)
+	if err := checkPsqlRestrict(); err != nil {
+		return nil, err
 	}
-	e.admin = pc
-	e.libpq = []string{"PGHOST=" + pc.Host, "PGPORT=" + strconv.Itoa(int(pc.Port)), "PGUSER=" + pc.User}
-	if pc.Password != "" {
-		e.libpq = append(e.libpq, "PGPASSWORD="+pc.Password)
-	}
-	if pc.TLSConfig == nil {
-		e.libpq = append(e.libpq, "PGSSLMODE=disable")
+	if e.admin, err = pgx.ParseConfig(cfg.DatabaseURL); err != nil {
+		return nil, errors.New("engine: the scratch database URL cannot be parsed")
 	}
 	return e, nil
 }
+
+// ToolsUser names the OS user that runs the tools on uploads.
+func (e *Engine) ToolsUser() string { return e.tools.User() }
 
 // ScratchPrefix starts the name of every scratch database:
 // upgrade_scratch_<namespace>_<request>_<attempt>.
@@ -159,13 +189,12 @@ func namespaceOf(dbURL string) string {
 // Run runs one job to its end. A *CustomerError says why the request fails.
 func (e *Engine) Run(ctx context.Context, job Job, hooks Hooks) (Result, error) {
 	r := e.newRun(job, hooks)
-	defer os.RemoveAll(r.work)
 	return r.run(ctx)
 }
 
 func (e *Engine) newRun(job Job, hooks Hooks) *run {
 	return &run{e: e, job: job, hooks: hooks, started: time.Now(), upload: e.cfg.Data.Path(job.ID, datadir.Upload),
-		work: filepath.Join(e.cfg.Data.Request(job.ID), "work")}
+		scratch: scratchDB{name: fmt.Sprintf("%s%d_%d", e.prefix(), job.ID, job.Attempt)}}
 }
 
 // planModules lists the inspected modules with their target versions.
@@ -192,12 +221,14 @@ type run struct {
 	hooks    Hooks
 	started  time.Time
 	upload   string
-	work     string
+	work     *workDir // made by fullUpgrade
+	budget   *budget  // what the upload may expand to
 	info     dump.Info
 	steps    []step
 	warnings []string
 	modules  []moduleChange
-	scratch  string
+	scratch  scratchDB
+	sizeBase int64 // the scratch database's size before the restore
 }
 
 func (r *run) log(level, format string, args ...any) {
@@ -223,11 +254,9 @@ func (r *run) timed(name string, fn func() error) error {
 }
 
 func (r *run) run(ctx context.Context) (Result, error) {
-	if err := os.MkdirAll(r.work, 0o700); err != nil {
-		return Result{}, err
-	}
+	r.budget = newBudget(r.e.cfg.MaxRestoreBytes)
 	err := r.timed("Inspecting the dump", func() error {
-		info, err := dump.InspectFile(r.upload)
+		info, err := dump.InspectFileLimited(r.upload, dump.Limits{MaxExpanded: r.e.cfg.MaxRestoreBytes})
 		if err != nil {
 			if dump.IsFormatError(err) {
 				return customer("The uploaded file cannot be used: %v.", err)
@@ -267,7 +296,13 @@ func (r *run) run(ctx context.Context) (Result, error) {
 			return nil
 		})
 	default:
-		err = r.fullUpgrade(ctx)
+		jctx, cancel := context.WithTimeoutCause(ctx, r.e.cfg.Timeout, errTimeout)
+		err = r.fullUpgrade(jctx)
+		cancel()
+		var ce *CustomerError
+		if errors.Is(context.Cause(jctx), errTimeout) && ctx.Err() == nil && !errors.As(err, &ce) {
+			err = customer("The upgrade ran past its time limit of %s and was stopped.", r.e.cfg.Timeout)
+		}
 	}
 	if err != nil {
 		return Result{}, err
@@ -339,56 +374,78 @@ func (r *run) passthrough() error {
 	return nil
 }
 
+var errTimeout = errors.New("the run's time limit passed")
+
 func (r *run) fullUpgrade(ctx context.Context) error {
 	if err := r.checkRestorable(); err != nil {
 		return err
 	}
-	r.scratch = fmt.Sprintf("%s%d_%d", r.e.prefix(), r.job.ID, r.job.Attempt)
-	if err := r.e.dropDB(ctx, r.scratch); err != nil {
+	if err := r.e.dropScratch(ctx, r.scratch.name); err != nil {
 		return err
 	}
 	if r.hooks.ScratchDB != nil {
-		if err := r.hooks.ScratchDB(r.scratch); err != nil {
+		if err := r.hooks.ScratchDB(r.scratch.name); err != nil {
 			return err
 		}
 	}
-	if err := r.e.createDB(ctx, r.scratch); err != nil {
-		return err
+	work, err := r.e.tools.newWorkDir(r.e.work, r.scratch.name)
+	if err != nil {
+		return fmt.Errorf("work folder: %w", err)
 	}
+	r.work = work
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute) // bounded cleanup
+		if err := work.Close(); err != nil {
+			r.e.logger.Error("remove the work folder", "request_id", r.job.ID, "err", err)
+		}
+	}()
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout) // bounded cleanup
 		defer cancel()
-		if err := r.e.dropDB(cctx, r.scratch); err != nil {
-			r.e.logger.Error("drop scratch database", "db", r.scratch, "err", err)
+		if err := r.e.dropScratch(cctx, r.scratch.name); err != nil {
+			r.e.logger.Error("drop scratch database", "db", r.scratch.name, "err", err)
 		} else if r.hooks.ScratchDB != nil {
 			r.hooks.ScratchDB("")
 		}
 	}()
-	if err := r.timed("Restoring into a scratch database", func() error { return r.restore(ctx) }); err != nil {
+	if r.scratch, err = r.e.createScratch(ctx, r.scratch.name); err != nil {
 		return err
 	}
-	switch r.e.cfg.Kind {
-	case Builtin:
-		if err := r.timed("Upgrading the modules to "+r.job.Target, func() error { return r.builtinUpgrade(ctx) }); err != nil {
-			return err
+	ctx, stop := r.watchSize(ctx)
+	defer stop()
+	steps := []struct {
+		name string
+		fn   func(context.Context) error
+		when bool
+	}{
+		{"Restoring into a scratch database", r.restore, true},
+		{"Upgrading the modules to " + r.job.Target, r.builtinUpgrade, r.e.cfg.Kind == Builtin},
+		{"Neutralizing the test database", r.neutralize, r.e.cfg.Kind == Builtin && r.job.Aim == "test"},
+		{"", r.runScripts, r.e.cfg.Kind == Builtin},
+		{"Running the upgrade command", r.runCommand, r.e.cfg.Kind == Command},
+		{"", r.readModulesAfter, r.e.cfg.Kind == Command},
+		{"Dumping the upgraded database", r.dumpResult, true},
+	}
+	for _, st := range steps {
+		if !st.when {
+			continue
 		}
-		if r.job.Aim == "test" {
-			if err := r.timed("Neutralizing the test database", func() error { return r.neutralize(ctx) }); err != nil {
-				return err
+		run := func() error { return st.fn(ctx) }
+		if st.name != "" {
+			err = r.timed(st.name, run)
+		} else {
+			err = run()
+		}
+		if err == nil {
+			err = r.checkSize(ctx) // also after a step too quick for the watch
+		}
+		if err != nil {
+			if cause := context.Cause(ctx); errors.Is(cause, errTooLarge) {
+				return r.tooLarge()
 			}
-		}
-		if err := r.runScripts(ctx); err != nil {
-			return err
-		}
-	case Command:
-		if err := r.timed("Running the upgrade command", func() error { return r.runCommand(ctx) }); err != nil {
-			return err
-		}
-		if err := r.readModulesAfter(ctx); err != nil {
 			return err
 		}
 	}
-	return r.timed("Dumping the upgraded database", func() error { return r.dumpResult(ctx) })
+	return nil
 }
 
 // pg_restore reads archives up to its own version: PostgreSQL 12-15 write
@@ -462,53 +519,36 @@ func newVersion(v, source, target string) string {
 }
 
 func (e *Engine) adminConn(ctx context.Context) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(e.cfg.DatabaseURL)
-	if err != nil {
-		return nil, err
-	}
+	return pgx.ConnectConfig(ctx, e.admin.Copy())
+}
+
+// scratchConn connects to a scratch database as its own role.
+func (e *Engine) scratchConn(ctx context.Context, s scratchDB) (*pgx.Conn, error) {
+	cfg := e.admin.Copy()
+	cfg.Database, cfg.User, cfg.Password = s.name, s.name, s.password
+	cfg.RuntimeParams = map[string]string{"application_name": "upgrade-server"}
 	return pgx.ConnectConfig(ctx, cfg)
 }
 
-func (e *Engine) createDB(ctx context.Context, name string) error {
-	conn, err := e.adminConn(ctx)
-	if err != nil {
-		return fmt.Errorf("create scratch database: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+" TEMPLATE template0 ENCODING 'UTF8'")
-	if err != nil {
-		return fmt.Errorf("create scratch database: %w", err)
-	}
-	return nil
-}
-
-func (e *Engine) dropDB(ctx context.Context, name string) error {
-	if !strings.HasPrefix(name, e.prefix()) {
-		return fmt.Errorf("refusing to drop %q: not a scratch database", name)
-	}
-	conn, err := e.adminConn(ctx)
-	if err != nil {
-		return fmt.Errorf("drop scratch database: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-	if err != nil {
-		return fmt.Errorf("drop scratch database: %w", err)
-	}
-	return nil
-}
-
-// DropScratchDB drops a scratch database (an earlier attempt's).
+// DropScratchDB drops a scratch database and its role (an earlier attempt's).
 func (e *Engine) DropScratchDB(ctx context.Context, name string) error {
 	if e.cfg.Kind == Passthrough {
 		return nil
 	}
-	return e.dropDB(ctx, name)
+	return e.dropScratch(ctx, name)
 }
 
-// DropStaleScratchDBs drops the scratch databases no running attempt owns
-// (left by a crash). It returns how many it dropped.
+// DropStaleScratchDBs drops the scratch databases and roles, and the work
+// folders, that no running attempt owns (left by a crash). It returns how
+// many databases it dropped.
 func (e *Engine) DropStaleScratchDBs(ctx context.Context, live map[string]bool) (int, error) {
+	if entries, err := os.ReadDir(e.work); err == nil {
+		for _, d := range entries {
+			if strings.HasPrefix(d.Name(), e.prefix()) && !live[d.Name()] {
+				os.RemoveAll(filepath.Join(e.work, d.Name()))
+			}
+		}
+	}
 	if e.cfg.Kind == Passthrough {
 		return 0, nil
 	}
@@ -516,7 +556,8 @@ func (e *Engine) DropStaleScratchDBs(ctx context.Context, live map[string]bool) 
 	if err != nil {
 		return 0, err
 	}
-	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE starts_with(datname, $1)`, e.prefix())
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE starts_with(datname, $1)
+		UNION SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)`, e.prefix())
 	if err != nil {
 		conn.Close(ctx)
 		return 0, err
@@ -531,7 +572,7 @@ func (e *Engine) DropStaleScratchDBs(ctx context.Context, live map[string]bool) 
 		if live[name] {
 			continue
 		}
-		if err := e.dropDB(ctx, name); err != nil {
+		if err := e.dropScratch(ctx, name); err != nil {
 			return n, err
 		}
 		n++
@@ -539,16 +580,24 @@ func (e *Engine) DropStaleScratchDBs(ctx context.Context, live map[string]bool) 
 	return n, nil
 }
 
-// tool runs a PostgreSQL client tool against db with the engine's
-// connection settings.
-func (r *run) tool(ctx context.Context, db string, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), r.e.libpq...)
-	if db != "" {
-		cmd.Env = append(cmd.Env, "PGDATABASE="+db)
+// libpq is the connection environment of a tool run against the scratch
+// database, as its role.
+func (r *run) libpq() []string {
+	c := r.e.admin
+	env := []string{"PGHOST=" + c.Host, "PGPORT=" + strconv.Itoa(int(c.Port)), "PGUSER=" + r.scratch.name,
+		"PGPASSWORD=" + r.scratch.password, "PGDATABASE=" + r.scratch.name, "PGAPPNAME=upgrade-server"}
+	if c.TLSConfig == nil {
+		env = append(env, "PGSSLMODE=disable")
+	} else {
+		env = append(env, "PGSSLMODE=require")
 	}
-	cmd.WaitDelay = 10 * time.Second
-	return cmd
+	return env
+}
+
+// tool prepares a PostgreSQL client tool run against the scratch database,
+// as the tools user, in the work folder.
+func (r *run) tool(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return r.e.tools.command(ctx, r.work.path, append(baseEnv(r.work.path), r.libpq()...), name, args...)
 }
 
 // tailOf keeps the last lines of a tool's output for a message.

@@ -276,6 +276,7 @@ func TestPassthrough(t *testing.T) {
 
 // TestOpenSQL converts every upload format to plain SQL on the fly.
 func TestOpenSQL(t *testing.T) {
+	e := newEnv(t, engine.Config{})
 	for _, f := range []string{"custom.dump", "custom-piped.dump", "custom.dump.gz", "tar", "dir.zip", "dir.tar", "sql", "sql.gz", "odoo-backup.zip"} {
 		t.Run(f, func(t *testing.T) {
 			p := t.TempDir() + "/upload"
@@ -285,7 +286,7 @@ func TestOpenSQL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rc, err := engine.OpenSQL(context.Background(), p, info.Compressions)
+			rc, err := e.eng.OpenSQL(context.Background(), p, info.Compressions)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -296,7 +297,7 @@ func TestOpenSQL(t *testing.T) {
 			}
 		})
 	}
-	if _, err := engine.OpenSQL(context.Background(), "/nonexistent", nil); !errors.Is(err, engine.ErrNoSQL) {
+	if _, err := e.eng.OpenSQL(context.Background(), "/nonexistent", nil); !errors.Is(err, engine.ErrNoSQL) {
 		t.Fatalf("unknown layers: %v", err)
 	}
 }

@@ -8,11 +8,16 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path"
-	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+
+	"github.com/upgrade-server/upgrade-server/internal/dump"
 )
 
 // layers before the terminal one ("pgdmp_custom", "pgdmp_tar",
@@ -30,16 +35,19 @@ func outerLayers(compressions []string) []string {
 	return out
 }
 
-func (r *run) openInner() (io.ReadCloser, error) { return openInner(r.upload, r.info.Compressions) }
+func (r *run) openInner() (io.ReadCloser, error) {
+	return openInner(r.upload, r.info.Compressions, r.budget)
+}
 
 // openInner opens the dump inside its outer layers (gzip, zip, tar) as a
-// stream, never decompressed to disk.
-func openInner(p string, compressions []string) (io.ReadCloser, error) {
+// stream, never decompressed to disk; what the layers expand to counts
+// against b.
+func openInner(p string, compressions []string, b *budget) (io.ReadCloser, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, err
 	}
-	var rc io.ReadCloser = f
+	var rc io.Reader = f
 	closers := []io.Closer{f}
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -61,9 +69,13 @@ func openInner(p string, compressions []string) (io.ReadCloser, error) {
 				closeAll()
 				return nil, customer("A zip inside another layer is not supported.")
 			}
-			st, _ := f.Stat()
-			zr, err := zip.NewReader(f, st.Size())
+			st, err := f.Stat()
 			if err != nil {
+				closeAll()
+				return nil, err
+			}
+			zr, err := zip.NewReader(f, st.Size())
+			if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
 				closeAll()
 				return nil, customer("The zip file is damaged: %v.", err)
 			}
@@ -75,7 +87,7 @@ func openInner(p string, compressions []string) (io.ReadCloser, error) {
 			mr, err := m.Open()
 			if err != nil {
 				closeAll()
-				return nil, err
+				return nil, customer("The zip member %s is damaged: %v.", m.Name, err)
 			}
 			closers = append(closers, mr)
 			rc = mr
@@ -91,8 +103,11 @@ func openInner(p string, compressions []string) (io.ReadCloser, error) {
 					break
 				}
 			}
-			rc = io.NopCloser(tr)
+			rc = tr
 		}
+	}
+	if len(closers) > 1 { // a layer was peeled: what it expands to counts
+		rc = b.reader(rc)
 	}
 	return struct {
 		io.Reader
@@ -107,7 +122,7 @@ func (c closerFunc) Close() error { c(); return nil }
 func pickZipMember(zr *zip.Reader) *zip.File {
 	var files []*zip.File
 	for _, f := range zr.File {
-		if f.Name == "dump.sql" {
+		if path.Clean(f.Name) == "dump.sql" {
 			return f
 		}
 		if !f.FileInfo().IsDir() {
@@ -120,112 +135,265 @@ func pickZipMember(zr *zip.Reader) *zip.File {
 	return nil
 }
 
+// restoreArgs: owners, grants, tablespaces and subscriptions of the
+// customer's server do not exist here (and a subscription would connect
+// out); the first error stops the restore.
+var restoreArgs = []string{"--no-owner", "--no-acl", "--no-tablespaces", "--no-subscriptions", "--exit-on-error"}
+
 func (r *run) restore(ctx context.Context) error {
 	switch r.info.Format {
 	case "custom", "tar":
 		return r.pgRestore(ctx)
 	case "directory":
-		dir, err := r.extractDirectory()
-		if err != nil {
+		if err := r.extractDirectory(r.work, "restore-dir"); err != nil {
 			return err
 		}
-		return r.runRestoreTool(ctx, nil, "pg_restore", "--no-owner", "--no-acl", "--exit-on-error", "-Fd", dir)
+		return r.runRestoreTool(ctx, nil, "pg_restore", append(restoreArgs, "-Fd", "restore-dir")...)
 	case "sql":
 		if r.info.Filestore {
 			if err := r.extractFilestore(); err != nil {
 				return err
 			}
 		}
-		in, err := r.openInner()
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		return r.runRestoreTool(ctx, newSQLFilter(in), "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction")
+		return r.psqlRestore(ctx)
 	}
 	return customer("The upload's format is not supported for restoring.")
 }
 
 func (r *run) pgRestore(ctx context.Context) error {
-	args := []string{"--no-owner", "--no-acl", "--exit-on-error"}
 	if len(r.outerLayers()) == 0 {
-		return r.runRestoreTool(ctx, nil, "pg_restore", append(args, r.upload)...)
+		// The file itself as standard input: pg_restore can seek in it, and
+		// the tools user needs no access to the data directory.
+		f, err := os.Open(r.upload)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return r.runRestoreTool(ctx, f, "pg_restore", restoreArgs...)
 	}
 	in, err := r.openInner()
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	return r.runRestoreTool(ctx, in, "pg_restore", args...)
+	return r.runRestoreTool(ctx, in, "pg_restore", restoreArgs...)
 }
 
 func (r *run) runRestoreTool(ctx context.Context, stdin io.Reader, name string, args ...string) error {
 	if name == "pg_restore" {
-		args = append([]string{"-d", r.scratch}, args...)
+		args = append([]string{"-d", r.scratch.name}, args...)
 	}
-	cmd := r.tool(ctx, r.scratch, name, args...)
-	cmd.Stdin = stdin
-	var tail tailBuffer
-	cmd.Stdout = io.Discard
-	cmd.Stderr = &tail
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return customer("The dump could not be restored (%s): %s", name, orUnknown(tail.String()))
+	out, err := r.runTool(ctx, r.tool(ctx, name, args...), stdin)
+	if err != nil {
+		return r.toolFailed(ctx, name, out, err)
 	}
-	if s := tail.String(); s != "" {
-		r.log("warning", "%s said: %s", name, s)
+	if out != "" {
+		r.log("warning", "%s said: %s", name, r.scrub(out))
 	}
 	return nil
 }
 
-// extractDirectory unpacks a zipped or tarred directory archive.
-func (r *run) extractDirectory() (string, error) {
-	dst := filepath.Join(r.work, "restore-dir")
-	if err := os.MkdirAll(dst, 0o700); err != nil {
-		return "", err
-	}
-	keep := func(name string) (string, bool) {
-		base := path.Base(name)
-		if base == "toc.dat" || base == "blobs.toc" || isDataFile(base) {
-			return filepath.Join(dst, base), true
+// runTool runs cmd with stdin and returns the tail of its output. When
+// reading stdin failed (the upload is damaged, or expands past its
+// budget), that is the error, whatever the tool made of the cut input.
+func (r *run) runTool(ctx context.Context, cmd *exec.Cmd, stdin io.Reader) (string, error) {
+	var src *sourceReader
+	if stdin != nil {
+		if f, ok := stdin.(*os.File); ok {
+			cmd.Stdin = f // passed as is: the tool can seek in it
+		} else {
+			src = &sourceReader{r: stdin}
+			cmd.Stdin = src
 		}
-		return "", false
+	}
+	var tail tailBuffer
+	cmd.Stdout = io.Discard
+	cmd.Stderr = &tail
+	err := cmd.Run()
+	if src != nil && src.err != nil {
+		var ce *CustomerError
+		if errors.As(src.err, &ce) {
+			return tail.String(), src.err
+		}
+		return tail.String(), customer("The upload is damaged or truncated: %v.", src.err)
+	}
+	if err != nil && ctx.Err() != nil {
+		return tail.String(), ctx.Err()
+	}
+	return tail.String(), err
+}
+
+// toolFailed turns a tool's failure into the customer's reason (the log
+// keeps the whole output).
+func (r *run) toolFailed(ctx context.Context, name, out string, err error) error {
+	var ce *CustomerError
+	if errors.As(err, &ce) || ctx.Err() != nil {
+		return err
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		return fmt.Errorf("%s: %w", name, err) // it did not run: ours to fix
+	}
+	r.e.logger.Info("restore failed", "request_id", r.job.ID, "tool", name, "err", err, "output", out)
+	return customer("The dump could not be restored (%s): %s", name, orUnknown(r.scrub(firstError(out))))
+}
+
+// firstError keeps, of a tool's output, the first error and what follows
+// it up to its "Command was:" (the whole statement helps nobody).
+func firstError(out string) string {
+	lines := strings.Split(out, "\n")
+	for i, l := range lines {
+		if strings.Contains(l, "ERROR:") || strings.Contains(l, "error:") {
+			end := min(i+4, len(lines))
+			for j := i + 1; j < end; j++ {
+				if strings.Contains(lines[j], "Command was:") {
+					end = j
+				}
+			}
+			return strings.Join(lines[i:end], "\n")
+		}
+	}
+	return out
+}
+
+// sourceReader remembers why reading a tool's input failed.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		s.err = err
+	}
+	return n, err
+}
+
+// psqlVars are the variables psql sets that a dump could read back with
+// :'NAME' (the server's socket path among them); they are unset before
+// the dump's text is read.
+var psqlVars = []string{"DBNAME", "HOST", "PORT", "USER", "ENCODING", "SERVER_VERSION_NAME", "SERVER_VERSION_NUM",
+	"VERSION", "VERSION_NAME", "VERSION_NUM"}
+
+var psqlLineRE = regexp.MustCompile(`psql:<stdin>:(\d+): `)
+
+// psqlRestore runs a plain SQL dump with psql in restricted mode: \restrict
+// with a key the dump cannot know comes first, so psql refuses every
+// meta-command (\!, \o |cmd, \copy, \i, \c, …) the dump holds; the dump's
+// own \restrict lines are dropped. COPY data passes untouched.
+func (r *run) psqlRestore(ctx context.Context) error {
+	in, err := r.openInner()
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	var pre strings.Builder
+	for _, v := range psqlVars {
+		pre.WriteString(`\unset ` + v + "\n")
+	}
+	pre.WriteString(`\restrict ` + randomHex(16) + "\n")
+	preLines := strings.Count(pre.String(), "\n")
+	filter := newSQLFilter(in)
+	cmd := r.tool(ctx, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", "-")
+	out, err := r.runTool(ctx, cmd, io.MultiReader(strings.NewReader(pre.String()), filter))
+	// Line numbers of the dump, not of what psql read.
+	out = psqlLineRE.ReplaceAllStringFunc(out, func(m string) string {
+		n, _ := strconv.Atoi(psqlLineRE.FindStringSubmatch(m)[1])
+		return fmt.Sprintf("line %d: ", n-preLines)
+	})
+	if err == nil {
+		if out != "" {
+			r.log("warning", "psql said: %s", r.scrub(out))
+		}
+		return nil
+	}
+	if m := metaRefusedRE.FindStringSubmatch(out); m != nil {
+		r.e.logger.Info("restore refused a psql command", "request_id", r.job.ID, "output", out)
+		line, _ := strconv.Atoi(m[1])
+		what := ""
+		if cmdText, ok := filter.metaLines[line]; ok {
+			what = fmt.Sprintf(" (%q)", cmdText)
+		}
+		return customer("The dump holds a psql command on line %d%s: a dump may hold SQL only, and psql commands can run programs or read files on the server, so nothing was restored.", line, what)
+	}
+	return r.toolFailed(ctx, "psql", out, err)
+}
+
+var metaRefusedRE = regexp.MustCompile(`line (\d+): error: backslash commands are restricted`)
+
+// extractDirectory extracts a directory archive's toc.dat and the data
+// files it names (inspection checked them: plain files of the archive with
+// pg_dump's names) into dst in w; nothing else of the archive is written.
+func (r *run) extractDirectory(w *workDir, dst string) error {
+	if r.info.DirTOC == "" {
+		return customer("The directory archive has no toc.dat.")
+	}
+	dir := path.Dir(r.info.DirTOC)
+	want := map[string]string{r.info.DirTOC: "toc.dat"}
+	for _, f := range r.info.DirFiles {
+		want[path.Join(dir, f)] = f
+	}
+	if err := w.mkdirAll(dst); err != nil {
+		return err
+	}
+	put := func(member string, src io.Reader) error {
+		name, ok := want[member]
+		if !ok {
+			return nil
+		}
+		delete(want, member)
+		if _, err := w.writeFile(path.Join(dst, name), r.budget.reader(src)); err != nil {
+			var ce *CustomerError
+			if errors.As(err, &ce) {
+				return err
+			}
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return customer("The upload is truncated (%s).", name)
+			}
+			return err
+		}
+		return nil
 	}
 	switch r.outerLayers()[len(r.outerLayers())-1] {
 	case "zip":
 		zr, err := zip.OpenReader(r.upload)
-		if err != nil {
-			return "", customer("The zip file is damaged: %v.", err)
+		if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
+			return customer("The zip file is damaged: %v.", err)
 		}
 		defer zr.Close()
 		for _, f := range zr.File {
-			out, ok := keep(f.Name)
-			if !ok || f.FileInfo().IsDir() {
+			if f.FileInfo().IsDir() || !f.Mode().IsRegular() {
+				continue
+			}
+			name, err := dump.CheckMemberName(f.Name)
+			if err != nil {
+				return customer("%s.", upperFirst(err.Error()))
+			}
+			if _, ok := want[name]; !ok {
 				continue
 			}
 			rc, err := f.Open()
 			if err != nil {
-				return "", err
+				return customer("The zip member %s is damaged: %v.", name, err)
 			}
-			err = writeFile(out, rc)
+			err = put(name, rc)
 			rc.Close()
 			if err != nil {
-				return "", err
+				return err
 			}
 		}
 	default:
 		in, err := os.Open(r.upload)
 		if err != nil {
-			return "", err
+			return err
 		}
 		defer in.Close()
 		var src io.Reader = in
 		if r.outerLayers()[0] == "gzip" {
-			z, err := gzip.NewReader(in)
+			z, err := gzip.NewReader(bufio.NewReaderSize(in, 1<<20))
 			if err != nil {
-				return "", customer("The gzip layer is damaged: %v.", err)
+				return customer("The gzip layer is damaged: %v.", err)
 			}
 			defer z.Close()
 			src = z
@@ -237,76 +405,64 @@ func (r *run) extractDirectory() (string, error) {
 				break
 			}
 			if err != nil {
-				return "", customer("The tar file is damaged: %v.", err)
+				return customer("The tar file is damaged: %v.", err)
 			}
-			if out, ok := keep(h.Name); ok && h.Typeflag == tar.TypeReg {
-				if err := writeFile(out, tr); err != nil {
-					return "", err
-				}
+			if h.Typeflag != tar.TypeReg {
+				continue
+			}
+			name, err := dump.CheckMemberName(h.Name)
+			if err != nil {
+				return customer("%s.", upperFirst(err.Error()))
+			}
+			if err := put(name, tr); err != nil {
+				return err
 			}
 		}
 	}
-	return dst, nil
+	for member := range want {
+		return customer("The directory archive lacks %s.", member)
+	}
+	return nil
 }
 
-// isDataFile tells a directory archive's data files (NNNN.dat[.gz|.lz4|.zst], blob_*).
-func isDataFile(base string) bool {
-	i := strings.Index(base, ".dat")
-	if i <= 0 {
-		return strings.HasPrefix(base, "blob_")
-	}
-	for _, c := range base[:i] {
-		if c < '0' || c > '9' {
-			return strings.HasPrefix(base, "blob_")
-		}
-	}
-	return true
-}
-
-func writeFile(p string, r io.Reader) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return customer("The upload is truncated.")
-		}
-		return err
-	}
-	return f.Close()
-}
-
-// extractFilestore unpacks filestore/ of an Odoo backup.
+// extractFilestore extracts filestore/ of an Odoo backup into the work
+// folder (names checked; nothing outside it is written).
 func (r *run) extractFilestore() error {
 	zr, err := zip.OpenReader(r.upload)
-	if err != nil {
+	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
 		return customer("The zip file is damaged: %v.", err)
 	}
 	defer zr.Close()
-	root := filepath.Join(r.work, "filestore")
 	n := 0
 	for _, f := range zr.File {
-		rel, ok := strings.CutPrefix(f.Name, "filestore/")
-		if !ok || f.FileInfo().IsDir() || rel == "" {
+		if f.FileInfo().IsDir() {
 			continue
 		}
-		clean := path.Clean("/" + rel)[1:]
-		if clean == "" || strings.HasPrefix(clean, "..") {
+		name, err := dump.CheckMemberName(f.Name)
+		if err != nil {
+			return customer("%s.", upperFirst(err.Error()))
+		}
+		rel, ok := strings.CutPrefix(name, "filestore/")
+		if !ok || rel == "" {
 			continue
 		}
-		out := filepath.Join(root, filepath.FromSlash(clean))
-		if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
-			return err
+		if !f.Mode().IsRegular() {
+			return customer("The filestore member %s is not a plain file.", name)
 		}
 		rc, err := f.Open()
 		if err != nil {
-			return err
+			return customer("The zip member %s is damaged: %v.", name, err)
 		}
-		err = writeFile(out, rc)
+		_, err = r.work.writeFile(path.Join("filestore", rel), r.budget.reader(rc))
 		rc.Close()
 		if err != nil {
+			var ce *CustomerError
+			if errors.As(err, &ce) {
+				return err
+			}
+			if errors.Is(err, os.ErrExist) {
+				return customer("The filestore holds %s twice.", name)
+			}
 			return err
 		}
 		n++
@@ -315,17 +471,30 @@ func (r *run) extractFilestore() error {
 	return nil
 }
 
-// sqlFilter drops what a plain dump carries that cannot run here: owners
-// and grants (roles of another server), settings of newer servers, and
-// psql's \restrict lines for older psql; COPY data passes untouched.
-type sqlFilter struct {
-	br     *bufio.Reader
-	buf    bytes.Buffer
-	inCopy bool
-	err    error
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
-func newSQLFilter(r io.Reader) io.Reader { return &sqlFilter{br: bufio.NewReaderSize(r, 1<<20)} }
+// sqlFilter drops what a plain dump carries that cannot run here: owners
+// and grants (roles of another server), settings of newer servers, and
+// psql's \restrict lines (psql gets its own). COPY data passes untouched.
+// A dropped line becomes an empty one, so psql's line numbers stay the
+// dump's. Lines that start with a backslash are remembered for messages.
+type sqlFilter struct {
+	br        *bufio.Reader
+	buf       bytes.Buffer
+	inCopy    bool
+	err       error
+	line      int
+	metaLines map[int]string
+}
+
+func newSQLFilter(r io.Reader) *sqlFilter {
+	return &sqlFilter{br: bufio.NewReaderSize(r, 1<<20), metaLines: map[int]string{}}
+}
 
 func (f *sqlFilter) Read(p []byte) (int, error) {
 	for f.buf.Len() == 0 {
@@ -337,6 +506,7 @@ func (f *sqlFilter) Read(p []byte) (int, error) {
 		if len(line) == 0 {
 			continue
 		}
+		f.line++
 		if f.inCopy {
 			if bytes.Equal(bytes.TrimRight(line, "\r\n"), []byte(`\.`)) {
 				f.inCopy = false
@@ -347,7 +517,15 @@ func (f *sqlFilter) Read(p []byte) (int, error) {
 		if bytes.HasPrefix(line, []byte("COPY ")) && bytes.Contains(line, []byte("FROM stdin")) {
 			f.inCopy = true
 		}
+		if trimmed := bytes.TrimLeft(line, " \t"); bytes.HasPrefix(trimmed, []byte(`\`)) && len(f.metaLines) < 1000 {
+			s := strings.TrimRight(string(trimmed), "\r\n")
+			if len(s) > 60 {
+				s = s[:60] + "…"
+			}
+			f.metaLines[f.line] = s
+		}
 		if dropLine(line) {
+			f.buf.WriteByte('\n')
 			continue
 		}
 		f.buf.Write(line)
@@ -359,7 +537,7 @@ func dropLine(line []byte) bool {
 	s := string(bytes.TrimSpace(line))
 	switch {
 	case strings.HasPrefix(s, "SET transaction_timeout"),
-		strings.HasPrefix(s, `\restrict`), strings.HasPrefix(s, `\unrestrict`),
+		strings.HasPrefix(s, `\restrict `), strings.HasPrefix(s, `\unrestrict `),
 		strings.HasPrefix(s, "GRANT "), strings.HasPrefix(s, "REVOKE "):
 		return true
 	case strings.HasPrefix(s, "ALTER ") && strings.Contains(s, " OWNER TO ") && strings.HasSuffix(s, ";"):

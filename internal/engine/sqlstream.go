@@ -3,11 +3,13 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
+
+	"github.com/upgrade-server/upgrade-server/internal/dump"
 )
 
 // ErrNoSQL: the file's layers are unknown (not inspected yet) or cannot be
@@ -15,37 +17,45 @@ import (
 var ErrNoSQL = errors.New("engine: no SQL form of this file")
 
 // OpenSQL streams a dump as plain SQL, converting archives on the fly with
-// pg_restore -f -; compressions are the dump's layers as inspection found
-// them. Nothing is written to disk but a directory archive's files.
-func OpenSQL(ctx context.Context, p string, compressions []string) (io.ReadCloser, error) {
+// pg_restore -f - (run as the tools user, like every tool that reads an
+// upload); compressions are the dump's layers as inspection found them.
+// Nothing is written to disk but a directory archive's files.
+func (e *Engine) OpenSQL(ctx context.Context, p string, compressions []string) (io.ReadCloser, error) {
 	if len(compressions) == 0 || compressions[len(compressions)-1] != "sql" {
 		return nil, ErrNoSQL
 	}
+	b := newBudget(e.cfg.MaxRestoreBytes)
 	switch {
 	case slices.Contains(compressions, "pgdmp_directory"):
-		tmp, err := os.MkdirTemp(filepath.Dir(p), ".sql-stream-")
+		info, err := dump.InspectFileLimited(p, dump.Limits{MaxExpanded: e.cfg.MaxRestoreBytes})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNoSQL, err)
+		}
+		w, err := e.tools.newWorkDir(e.work, "sql-stream-"+randomHex(8))
 		if err != nil {
 			return nil, err
 		}
-		r := &run{upload: p, work: tmp}
-		r.info.Compressions = compressions
-		dir, err := r.extractDirectory()
-		if err != nil {
-			os.RemoveAll(tmp)
+		r := &run{e: e, upload: p, info: info, budget: b, work: w}
+		if err := r.extractDirectory(w, "dir"); err != nil {
+			w.Close()
 			return nil, err
 		}
-		return pgRestoreStream(ctx, nil, func() { os.RemoveAll(tmp) }, "-Fd", dir)
+		return e.pgRestoreStream(ctx, w.path, nil, func() { w.Close() }, "-Fd", "dir")
 	case slices.Contains(compressions, "pgdmp_custom") || slices.Contains(compressions, "pgdmp_tar"):
 		if len(outerLayers(compressions)) == 0 {
-			return pgRestoreStream(ctx, nil, func() {}, p)
+			f, err := os.Open(p)
+			if err != nil {
+				return nil, err
+			}
+			return e.pgRestoreStream(ctx, "/", f, func() { f.Close() })
 		}
-		in, err := openInner(p, compressions)
+		in, err := openInner(p, compressions, b)
 		if err != nil {
 			return nil, err
 		}
-		return pgRestoreStream(ctx, in, func() { in.Close() })
+		return e.pgRestoreStream(ctx, "/", in, func() { in.Close() })
 	}
-	return openInner(p, compressions)
+	return openInner(p, compressions, b)
 }
 
 type cmdStream struct {
@@ -61,8 +71,8 @@ func (c *cmdStream) Close() error {
 	return nil
 }
 
-func pgRestoreStream(ctx context.Context, stdin io.Reader, cleanup func(), args ...string) (io.ReadCloser, error) {
-	cmd := exec.CommandContext(ctx, "pg_restore", append([]string{"--no-owner", "--no-acl", "-f", "-"}, args...)...)
+func (e *Engine) pgRestoreStream(ctx context.Context, dir string, stdin io.Reader, cleanup func(), args ...string) (io.ReadCloser, error) {
+	cmd := e.tools.command(ctx, dir, baseEnv(dir), "pg_restore", append([]string{"--no-owner", "--no-acl", "-f", "-"}, args...)...)
 	cmd.Stdin = stdin
 	out, err := cmd.StdoutPipe()
 	if err != nil {

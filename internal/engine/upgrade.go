@@ -3,24 +3,19 @@ package engine
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
+// scratchConn connects to the run's scratch database as its role.
 func (r *run) scratchConn(ctx context.Context) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(r.e.cfg.DatabaseURL)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Database = r.scratch
-	cfg.RuntimeParams = map[string]string{}
-	return pgx.ConnectConfig(ctx, cfg)
+	return r.e.scratchConn(ctx, r.scratch)
 }
 
 // builtinUpgrade moves every installed module to the target series.
@@ -139,7 +134,16 @@ func (r *run) runScripts(ctx context.Context) error {
 		for _, f := range files {
 			rel, _ := filepath.Rel(r.e.cfg.ScriptsDir, f)
 			err := r.timed("Running upgrade script "+rel, func() error {
-				cmd := r.tool(ctx, r.scratch, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", f)
+				// On standard input: the tools user needs no access to the
+				// scripts folder. Scripts are the operator's, so psql runs
+				// them unrestricted, but as the scratch role.
+				script, err := os.Open(f)
+				if err != nil {
+					return err
+				}
+				defer script.Close()
+				cmd := r.tool(ctx, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", "-")
+				cmd.Stdin = script
 				var tail tailBuffer
 				cmd.Stdout, cmd.Stderr = &tail, &tail
 				if err := cmd.Run(); err != nil {
@@ -161,20 +165,19 @@ func (r *run) runScripts(ctx context.Context) error {
 // runCommand runs the operator's upgrade command against the scratch
 // database, streaming its output into the request log.
 func (r *run) runCommand(ctx context.Context) error {
-	timeout := r.e.cfg.CommandTimeout
-	if timeout == 0 {
-		timeout = 4 * time.Hour
-	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
+	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cmd := r.tool(cctx, r.scratch, "sh", "-c", r.e.cfg.Command)
-	cmd.Env = append(cmd.Env,
+	if err := r.work.mkdirAll("filestore"); err != nil {
+		return err
+	}
+	env := commandEnv(append(r.libpq(),
+		"HOME="+r.work.path, "TMPDIR="+r.work.path,
 		"UPGRADE_SOURCE_VERSION="+r.info.DatabaseVersion,
 		"UPGRADE_TARGET_VERSION="+r.job.Target,
 		"UPGRADE_AIM="+r.job.Aim,
 		fmt.Sprintf("UPGRADE_REQUEST_ID=%d", r.job.ID),
-		"UPGRADE_FILESTORE_DIR="+filepath.Join(r.work, "filestore"))
-	os.MkdirAll(filepath.Join(r.work, "filestore"), 0o700)
+		"UPGRADE_FILESTORE_DIR="+r.work.Path("filestore")))
+	cmd := r.e.tools.command(cctx, r.work.path, env, "sh", "-c", r.e.cfg.Command)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return err
@@ -197,8 +200,8 @@ func (r *run) runCommand(ctx context.Context) error {
 	pr.Close()
 	err = cmd.Wait()
 	switch {
-	case cctx.Err() == context.DeadlineExceeded:
-		return customer("The upgrade command ran past its %s timeout. Last output:\n%s", timeout, tail.String())
+	case errors.Is(context.Cause(ctx), errTimeout):
+		return customer("The upgrade command ran past the time limit of %s. Last output:\n%s", r.e.cfg.Timeout, tail.String())
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case err != nil:

@@ -382,6 +382,15 @@ func (c *Cluster) URL(db string) string {
 	return u.String()
 }
 
+// UID is the OS user id the server runs as, or -1 when it runs as this
+// process's own user.
+func (c *Cluster) UID() int {
+	if c.cred == nil {
+		return -1
+	}
+	return int(c.cred.Uid)
+}
+
 // SocketDir is the directory of the cluster's Unix socket (port 5432).
 func (c *Cluster) SocketDir() string { return c.sockDir }
 
