@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/dump"
@@ -442,10 +443,35 @@ func (r *run) fullUpgrade(ctx context.Context) error {
 			if cause := context.Cause(ctx); errors.Is(cause, errTooLarge) {
 				return r.tooLarge()
 			}
+			// The server's SQL on the scratch database is plain; what the
+			// database refuses there comes of what the dump left in it (a
+			// trigger, a rule, a constraint).
+			var pe *pgconn.PgError
+			var ce *CustomerError
+			if errors.As(err, &pe) && !errors.As(err, &ce) {
+				what := st.name
+				if what == "" {
+					what = "The upgrade"
+				}
+				r.e.logger.Info("the scratch database refused the engine's SQL", "request_id", r.job.ID, "err", err)
+				return customer("%s failed on the restored database: %s", what, r.scrub(pgErrorText(pe)))
+			}
 			return err
 		}
 	}
 	return nil
+}
+
+// pgErrorText is a server error as psql would print it.
+func pgErrorText(pe *pgconn.PgError) string {
+	s := "ERROR: " + pe.Message
+	if pe.Detail != "" {
+		s += "\nDETAIL: " + pe.Detail
+	}
+	if pe.Where != "" {
+		s += "\nCONTEXT: " + pe.Where
+	}
+	return s
 }
 
 // pg_restore reads archives up to its own version: PostgreSQL 12-15 write
