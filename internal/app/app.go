@@ -235,7 +235,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		g.Go(func() error { return wrk.Run(gctx) })
 	}
 	g.Go(func() error {
-		if err := sftpSrv.Serve(sshLn); err != nil && !errors.Is(err, sftpd.ErrServerClosed) {
+		if err := sftpSrv.Serve(sshLn); err != nil && !errors.Is(err, sftpd.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			return fmt.Errorf("sftp: %w", err)
 		}
 		return nil
@@ -253,6 +253,9 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 				logger.Warn("sftp shutdown timed out; closing the remaining sessions", "err", err)
 				sftpSrv.Close()
 			}
+			// A Shutdown that came before Serve took the listener (a stop
+			// during start-up) leaves Serve waiting on it: close it here.
+			sshLn.Close()
 		}()
 		if err := srv.Shutdown(sctx); err != nil {
 			logger.Warn("shutdown timed out; closing the remaining connections", "err", err)

@@ -257,9 +257,13 @@ func (e *Engine) confineAppDatabase(ctx context.Context) error {
 		return fmt.Errorf("engine: application database: %w", err)
 	}
 	if open {
-		return fmt.Errorf("engine: every role may connect to the application database %s, and this role cannot revoke it (%v): "+
+		why := "it is not its owner"
+		if revokeErr != nil {
+			why = revokeErr.Error()
+		}
+		return fmt.Errorf("engine: every role may connect to the application database %s, and this role cannot revoke that (%s): "+
 			"scratch roles share its server, so run REVOKE CONNECT ON DATABASE %s FROM PUBLIC as its owner (granting CONNECT to the roles that need it), "+
-			"or give scratch databases a server of their own (UPGRADE_SCRATCH_DATABASE_URL)", db, revokeErr, pgx.Identifier{db}.Sanitize())
+			"or give scratch databases a server of their own (UPGRADE_SCRATCH_DATABASE_URL)", db, why, pgx.Identifier{db}.Sanitize())
 	}
 	return nil
 }
