@@ -145,6 +145,10 @@ func (r *run) scrub(msg string) string {
 			return "(server path)"
 		})
 	}
+	// The tools run in the work folder, with names relative to it.
+	for _, dir := range []string{"restore-dir/", "dump-dir/", "filestore/"} {
+		msg = strings.ReplaceAll(msg, `"`+dir, `"`)
+	}
 	return msg
 }
 

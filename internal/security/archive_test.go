@@ -273,3 +273,33 @@ func zip64Claiming(n uint64) []byte {
 	binary.Write(&b, le, uint16(0))
 	return append([]byte("PK\x03\x04"), b.Bytes()...)
 }
+
+// TestRestoreErrorsHideServerPaths: when pg_restore fails on a damaged
+// data file, the customer reads the reason without the server's paths
+// (its data directory, the run's work folder); the log keeps them.
+func TestRestoreErrorsHideServerPaths(t *testing.T) {
+	c := newClient(t, upgradetest.Options{Engine: "builtin"})
+	_, files := dirArchive(t)
+	// Damage the data of a table inspection does not read (res_partner's
+	// is the largest file): a gzip stream cut in the middle.
+	var victim string
+	for name, body := range files {
+		if strings.HasSuffix(name, ".dat.gz") && (victim == "" || len(body) > len(files[victim])) {
+			victim = name
+		}
+	}
+	files[victim] = files[victim][:len(files[victim])/2]
+	r := c.run("db.zip", dirZip(t, files, "origin.dump/"))
+	if r.State != "invalid" {
+		t.Fatalf("state %s: %s", r.State, message(r))
+	}
+	msg := message(r)
+	for _, p := range []string{c.srv.DataDir, os.TempDir() + "/", "/work", "restore-dir/"} {
+		if strings.Contains(msg, p) {
+			t.Fatalf("customer_message shows the server path %q: %s", p, msg)
+		}
+	}
+	if !strings.Contains(msg, strings.TrimSuffix(victim, ".gz")) {
+		t.Fatalf("customer_message %q does not name the damaged file %s", msg, victim)
+	}
+}
