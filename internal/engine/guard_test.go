@@ -16,9 +16,9 @@ func TestScrub(t *testing.T) {
 	for in, want := range map[string]string{
 		`could not open input file "/srv/upgrade/data/work/upgrade_scratch_x_8_1/restore-dir/3446.dat": No such file`: `could not open input file "3446.dat": No such file`,
 		`connection to server on socket "/srv/upgrade/data/postgres-run/.s.PGSQL.5432" failed`:                        `connection to server on socket ".s.PGSQL.5432" failed`,
-		`could not read "/srv/upgrade/data/requests/8/upload"`:                                                       `could not read "upload"`,
-		`could not close data file "restore-dir/3420.dat"`:                                                           `could not close data file "3420.dat"`,
-		`ERROR: relation "public.x" does not exist`:                                                                  `ERROR: relation "public.x" does not exist`,
+		`could not read "/srv/upgrade/data/requests/8/upload"`:                                                        `could not read "upload"`,
+		`could not close data file "restore-dir/3420.dat"`:                                                            `could not close data file "3420.dat"`,
+		`ERROR: relation "public.x" does not exist`:                                                                   `ERROR: relation "public.x" does not exist`,
 	} {
 		if got := r.scrub(in); got != want {
 			t.Errorf("scrub(%q) = %q, want %q", in, got, want)
