@@ -1,0 +1,524 @@
+// Package files owns the files of upgrade requests: the upload, the
+// upgraded dump, the report and the modules list. It is the only code
+// that reads or writes them, on local disk (file://) or in S3-compatible
+// object storage (s3://), chosen by UPGRADE_STORAGE.
+//
+// A file appears only once it is complete: local files are written under
+// a temporary name, fsynced and renamed; objects are multipart uploads that
+// exist only once completed. Writers that write at random offsets (SFTP,
+// rsync) work in a local staging folder and commit the finished file.
+package files
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Name is one file of a request. A name may hold slashes (a set of files,
+// such as a directory archive: "upload.d/toc.dat"), never "..".
+type Name string
+
+// The files of a request.
+const (
+	Upload          Name = "upload"     // the dump as received
+	UpgradedArchive Name = "upgraded"   // the upgraded dump, in the upload's own format
+	Notes           Name = "notes.html" // the upgrade report
+	Modules         Name = "modules.zip"
+)
+
+// Sentinel errors; match them with errors.Is.
+var (
+	// ErrNotExist: no such file (it matches fs.ErrNotExist too).
+	ErrNotExist = fs.ErrNotExist
+	// ErrTooLarge: a stream passed the size it was allowed.
+	ErrTooLarge = errors.New("files: larger than allowed")
+)
+
+// NoSpace reports whether err means the local disk is full.
+func NoSpace(err error) bool { return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) }
+
+// Info describes a stored file.
+type Info struct {
+	Name    Name
+	Size    int64
+	ModTime time.Time
+	// ETag is the store's tag for this version of the file ("" locally).
+	ETag string
+}
+
+// Object is an open stored file: seekable, readable at offsets (ranges).
+type Object interface {
+	io.ReadSeekCloser
+	io.ReaderAt
+	Info() Info
+}
+
+// Received is what a write stored.
+type Received struct {
+	Size   int64
+	SHA256 string // hex
+}
+
+// Config chooses and configures the store.
+type Config struct {
+	// URL is file:///path or s3://bucket/prefix; "" is file://<Local>/requests.
+	URL string
+	// Local is this process's own folder: the file store's default root,
+	// and the staging area of writers at random offsets.
+	Local string
+	// Fsync makes every committed local file durable before it counts.
+	Fsync bool
+	S3    S3Config
+}
+
+// backend is a place to keep files by key ("<id>/<name>").
+type backend interface {
+	create(ctx context.Context, key string) (sink, error)
+	open(ctx context.Context, key string) (Object, error)
+	stat(ctx context.Context, key string) (Info, error)
+	copy(ctx context.Context, from, to string) error
+	putFile(ctx context.Context, key, path string) error
+	remove(ctx context.Context, keys ...string) error
+	removePrefix(ctx context.Context, prefix string) error
+	list(ctx context.Context, prefix string) ([]Info, error)
+	children(ctx context.Context) ([]string, error) // the first key elements
+	describe() string
+}
+
+// sink is a file being written: it counts only once committed.
+type sink interface {
+	io.Writer
+	commit() error
+	abort()
+}
+
+// Store is the request files.
+type Store struct {
+	b      backend
+	local  string
+	logger *slog.Logger
+}
+
+// Open returns the store cfg names, after checking it can be reached: an
+// unreachable or misconfigured store fails here, naming the setting.
+func Open(ctx context.Context, logger *slog.Logger, cfg Config) (*Store, error) {
+	if cfg.Local == "" {
+		return nil, errors.New("files: no local folder")
+	}
+	s := &Store{local: cfg.Local, logger: logger.With("component", "files")}
+	raw := cfg.URL
+	if raw == "" {
+		raw = "file://" + filepath.Join(cfg.Local, "requests")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("UPGRADE_STORAGE: %q is not a URL (file:///path or s3://bucket/prefix)", raw)
+	}
+	switch u.Scheme {
+	case "file":
+		root := u.Path
+		if u.Host != "" || root == "" || !filepath.IsAbs(root) {
+			return nil, fmt.Errorf("UPGRADE_STORAGE: %q: a file store is file:///absolute/path", raw)
+		}
+		if s.b, err = newLocal(root, cfg.Fsync); err != nil {
+			return nil, fmt.Errorf("UPGRADE_STORAGE: %w", err)
+		}
+	case "s3":
+		if s.b, err = newS3(ctx, u, cfg.S3); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("UPGRADE_STORAGE: %q: the scheme must be file or s3", raw)
+	}
+	if err := os.MkdirAll(s.stagingRoot(), 0o700); err != nil {
+		return nil, fmt.Errorf("files: staging folder: %w", err)
+	}
+	return s, nil
+}
+
+// Describe names the store for logs (no secret).
+func (s *Store) Describe() string { return s.b.describe() }
+
+func key(id int64, name Name) (string, error) {
+	n := string(name)
+	if id <= 0 || n == "" || strings.HasPrefix(n, "/") || path.Clean(n) != n || n == "." || strings.HasPrefix(n, "../") || n == ".." ||
+		strings.Contains(n, "/../") || strings.HasPrefix(path.Base(n), ".") {
+		return "", fmt.Errorf("files: bad name %q of request %d", n, id)
+	}
+	return strconv.FormatInt(id, 10) + "/" + n, nil
+}
+
+func prefix(id int64) string { return strconv.FormatInt(id, 10) + "/" }
+
+// Open opens a request's file for reading; ErrNotExist when it has none.
+func (s *Store) Open(ctx context.Context, id int64, name Name) (Object, error) {
+	k, err := key(id, name)
+	if err != nil {
+		return nil, err
+	}
+	return s.b.open(ctx, k)
+}
+
+// Stat describes a request's file; ErrNotExist when it has none.
+func (s *Store) Stat(ctx context.Context, id int64, name Name) (Info, error) {
+	k, err := key(id, name)
+	if err != nil {
+		return Info{}, err
+	}
+	info, err := s.b.stat(ctx, k)
+	info.Name = name
+	return info, err
+}
+
+// List returns the files of a request (names relative to it).
+func (s *Store) List(ctx context.Context, id int64) ([]Info, error) {
+	infos, err := s.b.list(ctx, prefix(id))
+	for i := range infos {
+		infos[i].Name = Name(strings.TrimPrefix(string(infos[i].Name), prefix(id)))
+	}
+	return infos, err
+}
+
+// Writer writes a new version of a file; it replaces the old one only at
+// Commit, and Abort (or a failed write) leaves the old one as it was.
+type Writer struct {
+	s    sink
+	h    hashWriter
+	n    int64
+	done bool
+}
+
+type hashWriter interface {
+	io.Writer
+	Sum([]byte) []byte
+}
+
+// Create starts writing a request's file.
+func (s *Store) Create(ctx context.Context, id int64, name Name) (*Writer, error) {
+	k, err := key(id, name)
+	if err != nil {
+		return nil, err
+	}
+	sk, err := s.b.create(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	return &Writer{s: sk, h: sha256.New()}, nil
+}
+
+func (w *Writer) Write(p []byte) (int, error) {
+	n, err := w.s.Write(p)
+	w.h.Write(p[:n])
+	w.n += int64(n)
+	return n, err
+}
+
+// Commit makes the file count, and returns its size and sha256.
+func (w *Writer) Commit() (Received, error) {
+	if w.done {
+		return Received{}, errors.New("files: writer already closed")
+	}
+	w.done = true
+	if err := w.s.commit(); err != nil {
+		return Received{}, err
+	}
+	return Received{Size: w.n, SHA256: hex.EncodeToString(w.h.Sum(nil))}, nil
+}
+
+// Abort drops what was written; the file stays as it was. It is a no-op
+// after Commit.
+func (w *Writer) Abort() {
+	if !w.done {
+		w.done = true
+		w.s.abort()
+	}
+}
+
+// WriteFile stores small content as a request's file, atomically.
+func (s *Store) WriteFile(ctx context.Context, id int64, name Name, data []byte) error {
+	w, err := s.Create(ctx, id, name)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(data); err != nil {
+		w.Abort()
+		return err
+	}
+	_, err = w.Commit()
+	return err
+}
+
+// Link makes to the same content as from (a hard link locally, a copy in
+// the store's own side for objects): no byte passes through this process.
+func (s *Store) Link(ctx context.Context, id int64, from, to Name) error {
+	kf, err := key(id, from)
+	if err != nil {
+		return err
+	}
+	kt, err := key(id, to)
+	if err != nil {
+		return err
+	}
+	return s.b.copy(ctx, kf, kt)
+}
+
+// Remove removes files of a request (missing ones are no error).
+func (s *Store) Remove(ctx context.Context, id int64, names ...Name) error {
+	var keys []string
+	for _, n := range names {
+		k, err := key(id, n)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, k)
+	}
+	return s.b.remove(ctx, keys...)
+}
+
+// RemovePrefix removes every file of a request whose name starts with p
+// (a set such as "upload.d/").
+func (s *Store) RemovePrefix(ctx context.Context, id int64, p Name) error {
+	if _, err := key(id, Name(strings.TrimSuffix(string(p), "/"))); err != nil {
+		return err
+	}
+	return s.b.removePrefix(ctx, prefix(id)+string(p))
+}
+
+// RemoveRequest removes every file of a request, and its staging folder.
+func (s *Store) RemoveRequest(ctx context.Context, id int64) error {
+	if err := os.RemoveAll(s.StagingDir(id)); err != nil {
+		return err
+	}
+	return s.b.removePrefix(ctx, prefix(id))
+}
+
+// Requests returns the ids that have files in the store.
+func (s *Store) Requests(ctx context.Context) ([]int64, error) {
+	names, err := s.b.children(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ids []int64
+	for _, n := range names {
+		if id, err := strconv.ParseInt(n, 10, 64); err == nil && id > 0 && strconv.FormatInt(id, 10) == n {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// Sweep removes the files (and staging folders) of requests that no
+// longer exist: known reports which of the ids still have a record. It
+// is how a crash between a record's deletion and its files' is mended.
+func (s *Store) Sweep(ctx context.Context, known func(ctx context.Context, ids []int64) (map[int64]bool, error)) (int, error) {
+	ids, err := s.Requests(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if entries, err := os.ReadDir(s.stagingRoot()); err == nil {
+		for _, e := range entries {
+			if id, err := strconv.ParseInt(e.Name(), 10, 64); err == nil {
+				ids = append(ids, id)
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	live, err := known(ctx, ids)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	seen := map[int64]bool{}
+	for _, id := range ids {
+		if live[id] || seen[id] {
+			continue
+		}
+		seen[id] = true
+		if err := s.RemoveRequest(ctx, id); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// Hash reads a stored file and returns its size and sha256.
+func (s *Store) Hash(ctx context.Context, id int64, name Name) (Received, error) {
+	o, err := s.Open(ctx, id, name)
+	if err != nil {
+		return Received{}, err
+	}
+	defer o.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, o)
+	if err != nil {
+		return Received{}, err
+	}
+	return Received{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+func (s *Store) stagingRoot() string { return filepath.Join(s.local, "staging") }
+
+// StagingDir is a request's local staging folder, for writers at random
+// offsets; Commit moves what they finish into the store.
+func (s *Store) StagingDir(id int64) string {
+	return filepath.Join(s.stagingRoot(), strconv.FormatInt(id, 10))
+}
+
+// CommitFile moves a finished local file (of the staging folder) into the
+// store as name; sum, when known (hashed while it was written), spares
+// reading it again.
+func (s *Store) CommitFile(ctx context.Context, id int64, name Name, p string, sum *Received) (Received, error) {
+	k, err := key(id, name)
+	if err != nil {
+		return Received{}, err
+	}
+	if sum == nil {
+		f, err := os.Open(p)
+		if err != nil {
+			return Received{}, err
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			return Received{}, err
+		}
+		sum = &Received{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}
+	}
+	if err := s.b.putFile(ctx, k, p); err != nil {
+		return Received{}, err
+	}
+	return *sum, nil
+}
+
+// Receive stores what r holds as a request's file, computing its sha256 on
+// the way (overlapped with the reading and writing), and replaces the old
+// file only once all of it is stored. More than max bytes (if max > 0)
+// fails with ErrTooLarge; a write failure is a *WriteError (see NoSpace);
+// any other error is the reader's.
+func (s *Store) Receive(ctx context.Context, id int64, name Name, r io.Reader, max int64) (Received, error) {
+	w, err := s.Create(ctx, id, name)
+	if err != nil {
+		return Received{}, &WriteError{err}
+	}
+	if max > 0 {
+		r = &limitReader{r: r, left: max}
+	}
+	n, sum, err := copyHashing(ctx, w.s, r)
+	if err != nil {
+		w.Abort()
+		return Received{Size: n}, err
+	}
+	w.done = true
+	if err := w.s.commit(); err != nil {
+		return Received{Size: n}, &WriteError{err}
+	}
+	return Received{Size: n, SHA256: hex.EncodeToString(sum)}, nil
+}
+
+// WriteError marks a failure of the store, not of the data's source.
+type WriteError struct{ Err error }
+
+func (e *WriteError) Error() string { return "files: write: " + e.Err.Error() }
+func (e *WriteError) Unwrap() error { return e.Err }
+
+type limitReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		var one [1]byte
+		if n, _ := l.r.Read(one[:]); n > 0 {
+			return 0, ErrTooLarge
+		}
+		return l.r.Read(p)
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
+
+const (
+	copyBufSize = 1 << 20
+	copyBuffers = 4
+)
+
+// copyHashing copies src to dst and returns the byte count and sha256. The
+// hash runs in its own goroutine on the buffers already written, so
+// hashing overlaps reading and writing; memory stays at four buffers.
+func copyHashing(ctx context.Context, dst io.Writer, src io.Reader) (int64, []byte, error) {
+	free := make(chan []byte, copyBuffers)
+	for range copyBuffers {
+		free <- make([]byte, copyBufSize)
+	}
+	toHash := make(chan []byte, copyBuffers)
+	h := sha256.New()
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for b := range toHash {
+			h.Write(b)
+			free <- b[:cap(b)]
+		}
+	}()
+	var n int64
+	var err error
+	for err == nil {
+		if err = ctx.Err(); err != nil {
+			break
+		}
+		buf := <-free
+		var k int
+		k, err = fill(src, buf)
+		if k > 0 {
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				err = &WriteError{werr}
+			}
+			n += int64(k)
+			toHash <- buf[:k]
+		} else {
+			free <- buf
+		}
+	}
+	close(toHash)
+	<-hashed
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return n, h.Sum(nil), err
+}
+
+// fill reads until buf is full or src ends; io.EOF means a clean end.
+func fill(src io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := src.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,324 @@
+package files_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/upgrade-server/upgrade-server/internal/files"
+	"github.com/upgrade-server/upgrade-server/internal/files/s3test"
+)
+
+// backends runs fn against a store of each kind: local files, and a real
+// S3 protocol server (gofakes3 over HTTP).
+func backends(t *testing.T, fn func(t *testing.T, s *files.Store)) {
+	t.Run("file", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		s, err := files.Open(context.Background(), slog.New(slog.DiscardHandler), files.Config{Local: dir, Fsync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn(t, s)
+	})
+	t.Run("s3", func(t *testing.T) {
+		t.Parallel()
+		srv := s3test.Start(t, "bucket")
+		s, err := files.Open(context.Background(), slog.New(slog.DiscardHandler), files.Config{Local: t.TempDir(),
+			URL: "s3://bucket/some/prefix", S3: srv.Config()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn(t, s)
+	})
+}
+
+func random(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func sum(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func read(t *testing.T, s *files.Store, id int64, name files.Name) []byte {
+	t.Helper()
+	o, err := s.Open(context.Background(), id, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	b, err := io.ReadAll(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// failingReader gives n bytes, then fails as a dropped connection would.
+type failingReader struct {
+	r io.Reader
+	n int
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	if len(p) > f.n {
+		p = p[:f.n]
+	}
+	k, err := f.r.Read(p)
+	f.n -= k
+	return k, err
+}
+
+func TestReceive(t *testing.T) {
+	backends(t, func(t *testing.T, s *files.Store) {
+		ctx := context.Background()
+		first := random(20<<20 + 123) // several parts, several buffers
+		got, err := s.Receive(ctx, 7, files.Upload, bytes.NewReader(first), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Size != int64(len(first)) || got.SHA256 != sum(first) {
+			t.Fatalf("received %+v", got)
+		}
+		if !bytes.Equal(read(t, s, 7, files.Upload), first) {
+			t.Fatal("read back differs")
+		}
+		// A cut stream, or one over the limit, leaves the first upload whole.
+		second := random(18 << 20)
+		if _, err := s.Receive(ctx, 7, files.Upload, &failingReader{r: bytes.NewReader(second), n: 17 << 20}, 0); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("cut stream: %v", err)
+		}
+		if _, err := s.Receive(ctx, 7, files.Upload, bytes.NewReader(second), 1<<20); !errors.Is(err, files.ErrTooLarge) {
+			t.Fatalf("over the limit: %v", err)
+		}
+		if !bytes.Equal(read(t, s, 7, files.Upload), first) {
+			t.Fatal("a failed upload changed the stored one")
+		}
+		list, err := s.List(ctx, 7)
+		if err != nil || len(list) != 1 || list[0].Name != files.Upload || list[0].Size != int64(len(first)) {
+			t.Fatalf("list shows %+v (%v): a partial file must never show", list, err)
+		}
+		// Exactly at the limit passes.
+		if _, err := s.Receive(ctx, 7, files.Upload, bytes.NewReader(second), int64(len(second))); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(read(t, s, 7, files.Upload), second) {
+			t.Fatal("the complete second upload did not replace the first")
+		}
+	})
+}
+
+func TestRanges(t *testing.T) {
+	backends(t, func(t *testing.T, s *files.Store) {
+		ctx := context.Background()
+		data := random(3<<20 + 17)
+		if err := s.WriteFile(ctx, 1, files.UpgradedArchive, data); err != nil {
+			t.Fatal(err)
+		}
+		o, err := s.Open(ctx, 1, files.UpgradedArchive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer o.Close()
+		if o.Info().Size != int64(len(data)) {
+			t.Fatalf("size %d", o.Info().Size)
+		}
+		buf := make([]byte, 1000)
+		for _, off := range []int64{0, 1 << 20, int64(len(data)) - 1000, 5} {
+			if _, err := o.ReadAt(buf, off); err != nil && err != io.EOF {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(buf, data[off:off+1000]) {
+				t.Fatalf("ReadAt %d differs", off)
+			}
+		}
+		if _, err := o.Seek(2<<20, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		rest, err := io.ReadAll(o)
+		if err != nil || !bytes.Equal(rest, data[2<<20:]) {
+			t.Fatalf("Seek then read: %v", err)
+		}
+	})
+}
+
+func TestWriterAndLink(t *testing.T) {
+	backends(t, func(t *testing.T, s *files.Store) {
+		ctx := context.Background()
+		w, err := s.Create(ctx, 3, files.Notes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte("half"))
+		w.Abort()
+		if _, err := s.Stat(ctx, 3, files.Notes); !errors.Is(err, files.ErrNotExist) {
+			t.Fatalf("an aborted write shows: %v", err)
+		}
+		w, _ = s.Create(ctx, 3, files.Notes)
+		w.Write([]byte("<html>report</html>"))
+		got, err := w.Commit()
+		if err != nil || got.Size != 19 || got.SHA256 != sum([]byte("<html>report</html>")) {
+			t.Fatalf("commit: %+v %v", got, err)
+		}
+		data := random(1 << 20)
+		if err := s.WriteFile(ctx, 3, files.Upload, data); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Link(ctx, 3, files.Upload, files.UpgradedArchive); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(read(t, s, 3, files.UpgradedArchive), data) {
+			t.Fatal("linked file differs")
+		}
+		if err := s.Link(ctx, 3, files.Modules, files.UpgradedArchive); !errors.Is(err, files.ErrNotExist) {
+			t.Fatalf("link of a missing file: %v", err)
+		}
+		h, err := s.Hash(ctx, 3, files.UpgradedArchive)
+		if err != nil || h.SHA256 != sum(data) {
+			t.Fatalf("hash %+v %v", h, err)
+		}
+	})
+}
+
+func TestSetsAndRemoval(t *testing.T) {
+	backends(t, func(t *testing.T, s *files.Store) {
+		ctx := context.Background()
+		for _, n := range []files.Name{"upload.d/toc.dat", "upload.d/3001.dat.gz", "upload.d/sub/x"} {
+			if err := s.WriteFile(ctx, 9, n, []byte(n)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.WriteFile(ctx, 9, files.Upload, []byte("u"))
+		s.WriteFile(ctx, 10, files.Upload, []byte("other"))
+		var names []string
+		list, _ := s.List(ctx, 9)
+		for _, i := range list {
+			names = append(names, string(i.Name))
+		}
+		sort.Strings(names)
+		if strings.Join(names, ",") != "upload,upload.d/3001.dat.gz,upload.d/sub/x,upload.d/toc.dat" {
+			t.Fatalf("list: %v", names)
+		}
+		if err := s.RemovePrefix(ctx, 9, "upload.d/"); err != nil {
+			t.Fatal(err)
+		}
+		if list, _ := s.List(ctx, 9); len(list) != 1 {
+			t.Fatalf("after RemovePrefix: %+v", list)
+		}
+		ids, err := s.Requests(ctx)
+		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+		if err != nil || len(ids) != 2 || ids[0] != 9 || ids[1] != 10 {
+			t.Fatalf("requests %v %v", ids, err)
+		}
+		// The sweep removes what no record owns, staging included.
+		os.MkdirAll(s.StagingDir(11), 0o700)
+		n, err := s.Sweep(ctx, func(_ context.Context, ids []int64) (map[int64]bool, error) { return map[int64]bool{10: true}, nil })
+		if err != nil || n != 2 {
+			t.Fatalf("sweep removed %d: %v", n, err)
+		}
+		if _, err := s.Stat(ctx, 9, files.Upload); !errors.Is(err, files.ErrNotExist) {
+			t.Fatal("the sweep left request 9")
+		}
+		if _, err := os.Stat(s.StagingDir(11)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatal("the sweep left staging 11")
+		}
+		if !bytes.Equal(read(t, s, 10, files.Upload), []byte("other")) {
+			t.Fatal("the sweep removed a live request")
+		}
+		if err := s.RemoveRequest(ctx, 10); err != nil {
+			t.Fatal(err)
+		}
+		if list, _ := s.List(ctx, 10); len(list) != 0 {
+			t.Fatalf("after RemoveRequest: %+v", list)
+		}
+	})
+}
+
+func TestCommitFile(t *testing.T) {
+	backends(t, func(t *testing.T, s *files.Store) {
+		ctx := context.Background()
+		dir := s.StagingDir(4)
+		os.MkdirAll(dir, 0o700)
+		p := filepath.Join(dir, "upload")
+		data := random(5<<20 + 1)
+		os.WriteFile(p, data, 0o600)
+		got, err := s.CommitFile(ctx, 4, files.Upload, p, nil)
+		if err != nil || got.SHA256 != sum(data) || got.Size != int64(len(data)) {
+			t.Fatalf("commit %+v %v", got, err)
+		}
+		if !bytes.Equal(read(t, s, 4, files.Upload), data) {
+			t.Fatal("committed file differs")
+		}
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Fatal("the staged file stays after its commit")
+		}
+	})
+}
+
+func TestNames(t *testing.T) {
+	s, err := files.Open(context.Background(), slog.New(slog.DiscardHandler), files.Config{Local: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []files.Name{"", "../x", "a/../../x", "/etc/passwd", ".part-x", "a/.hidden", ".", "a//b"} {
+		if err := s.WriteFile(context.Background(), 1, n, []byte("x")); err == nil {
+			t.Errorf("name %q accepted", n)
+		}
+	}
+	if err := s.WriteFile(context.Background(), 0, files.Upload, []byte("x")); err == nil {
+		t.Error("request 0 accepted")
+	}
+}
+
+// TestS3Misconfigured: a store that cannot be reached, a missing bucket
+// and refused credentials fail at start, naming the setting and never
+// printing the secret.
+func TestS3Misconfigured(t *testing.T) {
+	srv := s3test.Start(t, "bucket")
+	ctx := context.Background()
+	open := func(url string, cfg files.S3Config) error {
+		_, err := files.Open(ctx, slog.New(slog.DiscardHandler), files.Config{Local: t.TempDir(), URL: url, S3: cfg})
+		return err
+	}
+	good := srv.Config()
+	if err := open("s3://bucket/p", good); err != nil {
+		t.Fatal(err)
+	}
+	bad := good
+	bad.SecretKey = "s3cr3t-value-never-printed"
+	bad.AccessKey = "wrong-key-id"
+	err := open("s3://bucket/p", bad)
+	if err == nil || !strings.Contains(err.Error(), "UPGRADE_S3_ACCESS_KEY") || strings.Contains(err.Error(), bad.SecretKey) {
+		t.Fatalf("wrong credentials: %v", err)
+	}
+	if err := open("s3://missing/p", good); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("missing bucket: %v", err)
+	}
+	down := good
+	down.Endpoint = "http://127.0.0.1:1"
+	if err := open("s3://bucket/p", down); err == nil || !strings.Contains(err.Error(), "UPGRADE_S3_ENDPOINT") {
+		t.Fatalf("unreachable: %v", err)
+	}
+	for _, u := range []string{"s3:///p", "ftp://x/y", "file://relative", "file:relative"} {
+		if err := open(u, good); err == nil || !strings.Contains(err.Error(), "UPGRADE_STORAGE") {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+}

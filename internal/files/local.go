@@ -1,0 +1,271 @@
+package files
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// local keeps files under root/<id>/<name>; a file being written is a
+// hidden ".part-*" beside it until it is fsynced and renamed.
+type local struct {
+	root  string
+	fsync bool
+}
+
+func newLocal(root string, fsync bool) (*local, error) {
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, err
+	}
+	return &local{root: root, fsync: fsync}, nil
+}
+
+func (l *local) describe() string { return "file://" + l.root }
+
+func (l *local) path(key string) string { return filepath.Join(l.root, filepath.FromSlash(key)) }
+
+// flushEvery: dirty pages are pushed to disk as a file streams in, so the
+// final fsync is short and memory stays flat.
+const flushEvery = 64 << 20
+
+type localSink struct {
+	f       *os.File
+	dst     string
+	fsync   bool
+	n       int64
+	flushed int64
+}
+
+func (l *local) create(ctx context.Context, key string) (sink, error) {
+	dst := l.path(key)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(filepath.Dir(dst), ".part-*")
+	if err != nil {
+		return nil, err
+	}
+	return &localSink{f: f, dst: dst, fsync: l.fsync}, nil
+}
+
+func (s *localSink) Write(p []byte) (int, error) {
+	n, err := s.f.Write(p)
+	s.n += int64(n)
+	if s.fsync && s.n-s.flushed >= flushEvery {
+		startWriteback(s.f, s.flushed, s.n-s.flushed)
+		s.flushed = s.n
+	}
+	return n, err
+}
+
+func (s *localSink) commit() error {
+	if s.fsync {
+		if err := s.f.Sync(); err != nil {
+			s.abort()
+			return err
+		}
+	}
+	if err := s.f.Close(); err != nil {
+		os.Remove(s.f.Name())
+		return err
+	}
+	if err := os.Rename(s.f.Name(), s.dst); err != nil {
+		os.Remove(s.f.Name())
+		return err
+	}
+	if s.fsync {
+		syncDir(filepath.Dir(s.dst))
+	}
+	return nil
+}
+
+func (s *localSink) abort() {
+	s.f.Close()
+	os.Remove(s.f.Name())
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+type localObject struct {
+	*os.File
+	info Info
+}
+
+func (o *localObject) Info() Info { return o.info }
+
+func (l *local) open(ctx context.Context, key string) (Object, error) {
+	f, err := os.Open(l.path(key))
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, ErrNotExist
+	}
+	return &localObject{File: f, info: Info{Name: Name(key), Size: st.Size(), ModTime: st.ModTime()}}, nil
+}
+
+func (l *local) stat(ctx context.Context, key string) (Info, error) {
+	st, err := os.Stat(l.path(key))
+	if err != nil {
+		return Info{}, err
+	}
+	if !st.Mode().IsRegular() {
+		return Info{}, ErrNotExist
+	}
+	return Info{Name: Name(key), Size: st.Size(), ModTime: st.ModTime()}, nil
+}
+
+func (l *local) copy(ctx context.Context, from, to string) error {
+	dst := l.path(to)
+	tmp := filepath.Join(filepath.Dir(dst), ".link-"+filepath.Base(dst))
+	os.Remove(tmp)
+	if err := os.Link(l.path(from), tmp); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		// Another file system, or no hard links: a copy.
+		src, err := l.open(ctx, from)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		s, err := l.create(ctx, to)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(s, src); err != nil {
+			s.abort()
+			return err
+		}
+		return s.commit()
+	}
+	return os.Rename(tmp, dst)
+}
+
+func (l *local) putFile(ctx context.Context, key, p string) error {
+	dst := l.path(key)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return err
+	}
+	if l.fsync {
+		if f, err := os.Open(p); err == nil {
+			f.Sync()
+			f.Close()
+		}
+	}
+	if err := os.Rename(p, dst); err == nil {
+		if l.fsync {
+			syncDir(filepath.Dir(dst))
+		}
+		return nil
+	}
+	// Another file system: copy, then drop the staged file.
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	s, err := l.create(ctx, key)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(s, f); err != nil {
+		s.abort()
+		return err
+	}
+	if err := s.commit(); err != nil {
+		return err
+	}
+	return os.Remove(p)
+}
+
+func (l *local) remove(ctx context.Context, keys ...string) error {
+	for _, k := range keys {
+		if err := os.Remove(l.path(k)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *local) removePrefix(ctx context.Context, p string) error {
+	if strings.HasSuffix(p, "/") {
+		return os.RemoveAll(l.path(strings.TrimSuffix(p, "/")))
+	}
+	return os.RemoveAll(l.path(p))
+}
+
+// list returns the complete files under prefix (never a ".part-*").
+func (l *local) list(ctx context.Context, p string) ([]Info, error) {
+	var out []Info
+	root := l.path(strings.TrimSuffix(p, "/"))
+	err := filepath.WalkDir(root, func(fp string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && fp == root {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() || strings.HasPrefix(d.Name(), ".") || !d.Type().IsRegular() {
+			return nil
+		}
+		st, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(l.root, fp)
+		out = append(out, Info{Name: Name(filepath.ToSlash(rel)), Size: st.Size(), ModTime: st.ModTime()})
+		return nil
+	})
+	return out, err
+}
+
+func (l *local) children(ctx context.Context) ([]string, error) {
+	entries, err := os.ReadDir(l.root)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// sweepParts removes ".part-*" files (writes a crash interrupted) older
+// than age; younger ones may belong to a writer of another process.
+func (l *local) sweepParts(age func(fs.FileInfo) bool) (int, error) {
+	n := 0
+	err := filepath.WalkDir(l.root, func(fp string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() || !(strings.HasPrefix(d.Name(), ".part-") || strings.HasPrefix(d.Name(), ".link-")) {
+			return nil
+		}
+		if st, err := d.Info(); err == nil && age(st) {
+			if os.Remove(fp) == nil {
+				n++
+			}
+		}
+		return nil
+	})
+	return n, err
+}

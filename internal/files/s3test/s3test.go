@@ -1,0 +1,97 @@
+// Package s3test runs an S3-compatible object store for tests and
+// benchmarks: gofakes3 serving the real S3 protocol over HTTP, in memory
+// or on disk, that refuses requests signed with another access key.
+package s3test
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"testing"
+
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3afero"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+	"github.com/spf13/afero"
+
+	"github.com/upgrade-server/upgrade-server/internal/files"
+)
+
+// The credentials the server accepts.
+const (
+	AccessKey = "upgrade-test-key"
+	SecretKey = "upgrade-test-secret"
+)
+
+// Server is a running object store.
+type Server struct {
+	URL string // http://127.0.0.1:PORT
+	srv *http.Server
+	ln  net.Listener
+}
+
+// Config is the files.S3Config that reaches the server.
+func (s *Server) Config() files.S3Config {
+	return files.S3Config{Endpoint: s.URL, Region: "us-east-1", PathStyle: true, AccessKey: AccessKey, SecretKey: SecretKey}
+}
+
+// New starts a server on addr ("127.0.0.1:0") with the buckets given,
+// keeping objects in memory, or under dir when it is not "".
+func New(addr, dir string, buckets ...string) (*Server, error) {
+	var backend gofakes3.Backend = s3mem.New()
+	if dir != "" {
+		b, err := s3afero.MultiBucket(afero.NewBasePathFs(afero.NewOsFs(), dir))
+		if err != nil {
+			return nil, err
+		}
+		backend = b
+	}
+	for _, b := range buckets {
+		if err := backend.CreateBucket(b); err != nil {
+			return nil, err
+		}
+	}
+	faker := gofakes3.New(backend, gofakes3.WithLogger(gofakes3.DiscardLog()))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{URL: "http://" + ln.Addr().String(), ln: ln,
+		srv: &http.Server{Handler: checkKey(faker.Server()), ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}}
+	go s.srv.Serve(ln)
+	return s, nil
+}
+
+// Start starts an in-memory server for a test and stops it at cleanup.
+func Start(t testing.TB, buckets ...string) *Server {
+	t.Helper()
+	s, err := New("127.0.0.1:0", "", buckets...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// Close stops the server.
+func (s *Server) Close() error { return s.srv.Close() }
+
+var credentialRE = regexp.MustCompile(`Credential=([^/]+)/`)
+
+// checkKey refuses requests signed with another access key, as a real
+// store does (gofakes3 itself checks no signature).
+func checkKey(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m := credentialRE.FindStringSubmatch(r.Header.Get("Authorization"))
+		if m == nil || m[1] != AccessKey {
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidAccessKeyId</Code>`+
+				`<Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>`)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
