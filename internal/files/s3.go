@@ -117,7 +117,9 @@ func (s *s3store) where() string {
 	return "AWS S3"
 }
 
-func (s *s3store) describe() string { return fmt.Sprintf("s3://%s/%s at %s", s.bucket, s.prefix, s.where()) }
+func (s *s3store) describe() string {
+	return fmt.Sprintf("s3://%s/%s at %s", s.bucket, s.prefix, s.where())
+}
 
 func (s *s3store) obj(key string) string { return s.prefix + "requests/" + key }
 
