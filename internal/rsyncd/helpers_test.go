@@ -241,9 +241,9 @@ func (e *env) rsync(ep *rsyncd.Endpoint, extra []string, operands ...string) res
 // remote is the client's remote operand for /data/<rel>.
 func remote(rel string) string { return "odoo@127.0.0.1:/data/" + rel }
 
-// ssh runs OpenSSH's client against ep as user with key and the given
-// options and command.
-func (e *env) ssh(ep *rsyncd.Endpoint, user, key string, args ...string) result {
+// ssh runs OpenSSH's client against ep with key and the given options,
+// destination and command.
+func (e *env) ssh(ep *rsyncd.Endpoint, key string, args ...string) result {
 	e.t.Helper()
 	base := []string{"-p", strconv.Itoa(ep.Port()), "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
 		"-o", "UserKnownHostsFile=" + e.knownHosts(ep), "-o", "BatchMode=yes", "-i", key}
