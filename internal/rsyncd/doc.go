@@ -43,11 +43,14 @@
 //
 // # What an interrupted upload leaves
 //
-// rsync writes each file to a temporary ".<name>.XXXXXX" in the file's
-// destination folder and renames it when complete. A client that dies
-// mid-file makes the server's rsync delete its temporary; an rsync killed
-// by the server (Close, a newer rsync replacing it) leaves it behind.
-// Files completed before the interruption stay, so re-running the same
-// command sends only the rest. Callers must not take a name starting with
-// "." for part of the dump.
+// rsync writes each file to a temporary ".<name>.XXXXXX" beside it and
+// renames it when complete, so a file never shows partly under its own
+// name. A client that dies mid-file makes the server's rsync delete its
+// temporary; an rsync the server kills (Close, or a newer rsync on the
+// same endpoint replacing it) leaves it behind. Files completed before
+// the interruption stay, and re-running the same command sends only the
+// rest; in a folder upload its --delete-after also removes a temporary
+// left there, but one left beside a single file (/data/.origin.sql.XXXXXX)
+// stays. Callers must not take a name starting with "." for part of the
+// dump.
 package rsyncd

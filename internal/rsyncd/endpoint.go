@@ -19,6 +19,10 @@ import (
 // sshUser is the only login name, the client's default.
 const sshUser = "odoo"
 
+// killWait bounds how long a killed rsync's session may take to tell its
+// client before the server closes the connection.
+const killWait = 2 * time.Second
+
 // Endpoint is one transfer's SSH endpoint. Its methods are safe for
 // concurrent use.
 type Endpoint struct {
@@ -159,7 +163,7 @@ func (e *Endpoint) shutdown() {
 		case <-cur.done:
 		case <-t.C:
 			e.logger.Info("killing the running rsync: the endpoint closes")
-			cur.kill("the transfer was closed by the server while rsync was running")
+			cur.stop("the transfer was closed by the server while rsync was running")
 		}
 		t.Stop()
 	}

@@ -328,17 +328,25 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-// waitDone waits for ep to close.
+// waitDone waits up to d for ep to close (d = 0: it must be closed).
 func waitDone(t *testing.T, ep *rsyncd.Endpoint, d time.Duration) {
 	t.Helper()
 	select {
 	case <-ep.Done():
-	case <-time.After(d):
+		return
+	default:
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ep.Done():
+	case <-timer.C:
 		t.Fatalf("endpoint on port %d still open after %v", ep.Port(), d)
 	}
 }
 
-// processesIn lists the processes whose working directory is dir.
+// processesIn lists the processes whose working directory is dir or
+// under it.
 func processesIn(t *testing.T, dir string) []string {
 	t.Helper()
 	ents, err := os.ReadDir("/proc")
@@ -350,7 +358,7 @@ func processesIn(t *testing.T, dir string) []string {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
-		if cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd")); err == nil && cwd == dir {
+		if cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd")); err == nil && (cwd == dir || strings.HasPrefix(cwd, dir+"/")) {
 			cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 			out = append(out, e.Name()+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
 		}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -51,6 +52,22 @@ func (s *session) kill(reason string) {
 	if s.pid > 0 {
 		syscall.Kill(-s.pid, syscall.SIGKILL)
 	}
+}
+
+// stop kills the rsync and waits for its session to end, telling its
+// client why; if that client does not read (a dead connection: the
+// reason a client runs a new rsync), it closes the connection.
+func (s *session) stop(reason string) {
+	s.kill(reason)
+	t := time.NewTimer(killWait)
+	defer t.Stop()
+	select {
+	case <-s.done:
+		return
+	case <-t.C:
+	}
+	s.conn.Close()
+	<-s.done
 }
 
 // handleSession serves one session channel: one exec request running an
@@ -220,9 +237,7 @@ func (e *Endpoint) run(ch gossh.Channel, c *command, s *session, logger *slog.Lo
 	}()
 	if prev != nil {
 		logger.Info("a new rsync replaces the running one")
-		prev.kill("a newer rsync on the same transfer replaced this one")
-		prev.conn.Close()
-		<-prev.done
+		prev.stop("a newer rsync on the same transfer replaced this one")
 	}
 
 	var pipes [6]*os.File // stdin r/w, stdout r/w, stderr r/w
