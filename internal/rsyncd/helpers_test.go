@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func requireTools(t *testing.T) {
+func requireTools(t testing.TB) {
 	t.Helper()
 	for _, tool := range []string{"rsync", "ssh", "ssh-keygen"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -55,7 +55,7 @@ func requireTools(t *testing.T) {
 	}
 }
 
-func keys(t *testing.T) (good, bad string, pub gossh.PublicKey) {
+func keys(t testing.TB) (good, bad string, pub gossh.PublicKey) {
 	t.Helper()
 	requireTools(t)
 	k := &clientKeys
@@ -89,7 +89,7 @@ func keys(t *testing.T) (good, bad string, pub gossh.PublicKey) {
 
 // hostSigners makes an ed25519 and an ECDSA host key, as sftpd.LoadHostKeys
 // does.
-func hostSigners(t *testing.T) []gossh.Signer {
+func hostSigners(t testing.TB) []gossh.Signer {
 	t.Helper()
 	_, ed, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -110,7 +110,7 @@ func hostSigners(t *testing.T) []gossh.Signer {
 	return out
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 	}
@@ -250,7 +250,7 @@ func (e *env) ssh(ep *rsyncd.Endpoint, key string, args ...string) result {
 	return e.run("ssh", append(base, args...)...)
 }
 
-func writeFile(t *testing.T, path string, data []byte) {
+func writeFile(t testing.TB, path string, data []byte) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)

@@ -292,7 +292,7 @@ func (e *Endpoint) run(ch gossh.Channel, c *command, s *session, logger *slog.Lo
 
 	s.io.Go(func() {
 		buf := make([]byte, 256<<10)
-		io.CopyBuffer(stdinW, counting{r: ch, n: &e.in}, buf)
+		io.CopyBuffer(onlyWriter{stdinW}, counting{r: ch, n: &e.in}, buf)
 		stdinW.Close()
 	})
 	tail := &tailWriter{}
@@ -361,6 +361,12 @@ func closeAll(fs []*os.File) {
 		}
 	}
 }
+
+// onlyWriter hides *os.File's ReadFrom, which io.CopyBuffer would call
+// and which copies through a 32 KiB buffer of its own. With the caller's
+// larger buffer one channel read takes every queued packet, and the
+// channel sends one window adjustment for them.
+type onlyWriter struct{ io.Writer }
 
 // counting counts the bytes read from r or written to w into n.
 type counting struct {
