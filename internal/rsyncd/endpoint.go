@@ -19,6 +19,13 @@ import (
 // sshUser is the only login name, the client's default.
 const sshUser = "odoo"
 
+// maxConns bounds an endpoint's open connections, maxChannels a
+// connection's open session channels: a client needs one of each.
+const (
+	maxConns    = 16
+	maxChannels = 4
+)
+
 // killWait bounds how long a killed rsync's session may take to tell its
 // client before the server closes the connection.
 const killWait = 2 * time.Second
@@ -138,9 +145,9 @@ func (e *Endpoint) Result() Result {
 }
 
 // Close stops accepting connections, lets a running rsync finish for up
-// to Config.StopGrace, then kills it, closes every connection and waits
-// for them. It returns nil, once the endpoint is closed; calling it again
-// waits for the same.
+// to Config.StopGrace, then kills it (its client gets up to 2 s more to
+// hear why), closes every connection and waits for them. It returns nil
+// once the endpoint is closed; calling it again waits for the same.
 func (e *Endpoint) Close() error {
 	e.once.Do(e.shutdown)
 	<-e.done
@@ -221,8 +228,12 @@ func (e *Endpoint) acceptLoop() {
 		}
 		backoff = 0
 		e.mu.Lock()
-		if e.stopped {
+		if e.stopped || len(e.raw) >= maxConns {
+			full := !e.stopped
 			e.mu.Unlock()
+			if full {
+				e.logger.Info("connection refused: too many open", "remote", remoteHost(c.RemoteAddr()))
+			}
 			c.Close()
 			continue
 		}
@@ -257,7 +268,7 @@ func (e *Endpoint) authenticate(meta gossh.ConnMetadata, key gossh.PublicKey) (*
 		return &gossh.Permissions{}, nil
 	}
 	e.s.limiter.fail(host)
-	e.logger.Info("ssh authentication refused", "remote", host, "user", truncate(meta.User(), 64))
+	e.logger.Info("ssh authentication refused", "remote", host, "user", truncate(printable(meta.User()), 64))
 	return nil, errors.New("refused")
 }
 
@@ -274,7 +285,6 @@ func (e *Endpoint) serveConn(c net.Conn) {
 		e.logger.Debug("ssh handshake failed", "remote", remoteHost(c.RemoteAddr()), "err", err)
 		return
 	}
-	c.SetDeadline(time.Time{})
 	dc.setIdle(4 * e.s.cfg.ClientAlive)
 	logger := e.logger.With("remote", remoteHost(c.RemoteAddr()))
 	logger.Debug("ssh connection")
@@ -282,13 +292,22 @@ func (e *Endpoint) serveConn(c net.Conn) {
 	var cwg sync.WaitGroup
 	cwg.Go(func() { gossh.DiscardRequests(reqs) })
 	cwg.Go(func() { keepAlive(sc, e.s.cfg.ClientAlive, gone) })
+	var open atomic.Int32
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
-			logger.Info("ssh channel refused", "type", truncate(nc.ChannelType(), 64))
+			logger.Info("ssh channel refused", "type", truncate(printable(nc.ChannelType()), 64))
 			nc.Reject(gossh.Prohibited, "only rsync sessions are served here")
 			continue
 		}
-		cwg.Go(func() { e.handleSession(nc, c, logger) })
+		if open.Add(1) > maxChannels {
+			open.Add(-1)
+			nc.Reject(gossh.ResourceShortage, "too many sessions")
+			continue
+		}
+		cwg.Go(func() {
+			defer open.Add(-1)
+			e.handleSession(nc, c, logger)
+		})
 	}
 	close(gone)
 	c.Close()
@@ -322,7 +341,13 @@ type deadlineConn struct {
 	last time.Time    // when the deadline was last pushed; reads are serial
 }
 
-func (c *deadlineConn) setIdle(d time.Duration) { c.idle.Store(int64(d)) }
+// setIdle replaces the login deadline by the idle one: a read already
+// waiting gets it too.
+func (c *deadlineConn) setIdle(d time.Duration) {
+	c.idle.Store(int64(d))
+	c.Conn.SetWriteDeadline(time.Time{})
+	c.Conn.SetReadDeadline(time.Now().Add(d))
+}
 
 func (c *deadlineConn) Read(p []byte) (int, error) {
 	if d := time.Duration(c.idle.Load()); d > 0 {

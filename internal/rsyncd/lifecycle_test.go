@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/upgrade-server/upgrade-server/internal/rsyncd"
 )
@@ -379,5 +380,82 @@ func TestCredential(t *testing.T) {
 	}
 	if diff := cmp.Diff(tree(t, src), tree(t, filepath.Join(dest, "origin.dump"))); diff != "" {
 		t.Errorf("(-server +client):\n%s", diff)
+	}
+}
+
+// dialGo connects to ep with x/crypto's client and the client key,
+// without serving the connection's requests and channels.
+func (e *env) dialGo(ep *rsyncd.Endpoint) (gossh.Conn, <-chan gossh.NewChannel, <-chan *gossh.Request) {
+	e.t.Helper()
+	b, err := os.ReadFile(e.key)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	signer, err := gossh.ParsePrivateKey(b)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(ep.Port())
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	conn, chans, reqs, err := gossh.NewClientConn(c, addr, &gossh.ClientConfig{
+		User: "odoo", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), // the host key is tested with OpenSSH
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return conn, chans, reqs
+}
+
+// TestDeadClient: a client that stops answering (here, one that never
+// reads the server's keepalive requests) is dropped after four
+// ClientAlive intervals, and the endpoint then goes idle and closes.
+func TestDeadClient(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *rsyncd.Config) {
+		c.ClientAlive = 100 * time.Millisecond
+		c.IdleTimeout = 100 * time.Millisecond
+	})
+	ep := e.open(rsyncd.Upload)
+	conn, _, _ := e.dialGo(ep)
+	dropped := make(chan error, 1)
+	go func() { dropped <- conn.Wait() }()
+	select {
+	case <-dropped:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the silent client is still connected")
+	}
+	waitDone(t, ep, 10*time.Second)
+}
+
+// TestSessionLimit: a connection gets at most four session channels at a
+// time.
+func TestSessionLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ep := e.open(rsyncd.Upload)
+	conn, chans, reqs := e.dialGo(ep)
+	go gossh.DiscardRequests(reqs)
+	go func() {
+		for nc := range chans {
+			nc.Reject(gossh.Prohibited, "")
+		}
+	}()
+	for i := range 4 {
+		if _, _, err := conn.OpenChannel("session", nil); err != nil {
+			t.Fatalf("session %d: %v", i+1, err)
+		}
+	}
+	_, _, err := conn.OpenChannel("session", nil)
+	var oce *gossh.OpenChannelError
+	if !errors.As(err, &oce) || oce.Reason != gossh.ResourceShortage {
+		t.Errorf("fifth session: %v, want a resource shortage", err)
+	}
+	if _, _, err := conn.OpenChannel("direct-tcpip", nil); !errors.As(err, &oce) || oce.Reason != gossh.Prohibited {
+		t.Errorf("direct-tcpip: %v, want prohibited", err)
 	}
 }

@@ -259,10 +259,11 @@ func (e *Endpoint) run(ch gossh.Channel, c *command, s *session, logger *slog.Lo
 		Stdin:  stdinR,
 		Stdout: stdoutW,
 		Stderr: stderrW,
+		// No Pdeathsig: it fires when the forking thread ends, not the
+		// process; if the server dies, rsync reads EOF and exits.
 		SysProcAttr: &syscall.SysProcAttr{
 			Credential: e.s.cfg.Credential,
 			Setpgid:    true, // kill takes its children too
-			Pdeathsig:  syscall.SIGKILL,
 		},
 	}
 	s.mu.Lock()
