@@ -41,6 +41,21 @@
 // the filter merge files that clients name over the protocol (not on the
 // command line) inside the folder. rsync 3.5 or later is required.
 //
+// rsync's own error messages name the folder by its server path (they
+// travel inside the rsync protocol, which the endpoint passes through
+// untouched), so the folder's path must not hold a secret such as the
+// request's token.
+//
+// # Connections
+//
+// At most 16 connections per endpoint and 4 session channels per
+// connection. Unauthenticated connections close after Config.LoginGrace;
+// the server asks connected clients for a sign of life every
+// Config.ClientAlive and drops those silent for four intervals. A new
+// rsync on an endpoint kills one still running there (a client that
+// re-runs after losing its connection must not wait for the server to
+// notice the dead one); the killed one's client is told why.
+//
 // # What an interrupted upload leaves
 //
 // rsync writes each file to a temporary ".<name>.XXXXXX" beside it and

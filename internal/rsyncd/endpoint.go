@@ -71,7 +71,8 @@ type Result struct {
 	// written to clients (file data plus rsync's own overhead).
 	BytesIn, BytesOut int64
 	// Err is the last refusal's reason, or the last line the last rsync
-	// wrote to stderr, or why the server killed it.
+	// wrote to stderr, or why the server killed it. rsync's lines name
+	// server paths: scrub them before showing Err to a customer.
 	Err string
 }
 

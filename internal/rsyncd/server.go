@@ -236,7 +236,8 @@ type Transfer struct {
 	Key gossh.PublicKey
 	// Dir is the request's /data: /data/<rel> is Dir/<rel>. It must exist
 	// and, when Config.Credential is set, be reachable and (for an upload)
-	// writable by that user.
+	// writable by that user. rsync's messages to the client show its
+	// path: it must hold no secret.
 	Dir string
 }
 
