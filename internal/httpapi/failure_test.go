@@ -47,7 +47,8 @@ func TestCreateFailures(t *testing.T) {
 			with(createParams, "aim", "prod", "email", "john@", "filename", "../etc/passwd", "timezone", "Mars/Olympus"), []failure{
 				{Reason: "EMAIL:INVALID", Message: `Invalid e-mail address "john@"`, Value: ptr("john@")},
 				{Reason: "AIM:INVALID", Message: `Invalid value "prod"`, Value: ptr("prod"), Expected: []string{"test", "production"}},
-				{Reason: "FILENAME:INVALID", Message: "A file name is one plain name (no slash, no control character, at most 255 bytes)", Value: ptr("../etc/passwd")},
+				{Reason: "FILENAME:INVALID", Message: "A file name is one plain name: no slash or backslash, no control or format character " +
+					"(such as Unicode direction marks), not . or .., at most 255 bytes", Value: ptr("../etc/passwd")},
 				{Reason: "TIMEZONE:INVALID", Message: `Unknown time zone "Mars/Olympus" (use an IANA name such as Europe/Brussels)`, Value: ptr("Mars/Olympus")},
 			}},
 	}

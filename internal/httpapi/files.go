@@ -17,6 +17,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -26,7 +27,7 @@ type artifactRoute struct {
 	artifact datadir.Artifact
 	ctype    string
 	inline   bool
-	name     func(r store.Request) string // the download's file name
+	name     func(r store.Request) string // the download's file name (input.ShownName, never the raw one)
 	// sqlOf, for the SQL URLs, is the dump converted on the fly when the
 	// pipeline kept no SQL file.
 	sqlOf datadir.Artifact
@@ -34,13 +35,13 @@ type artifactRoute struct {
 
 var artifactRoutes = []artifactRoute{
 	{path: "original/archive", artifact: datadir.Upload, ctype: "application/octet-stream",
-		name: func(r store.Request) string { return r.Filename }},
+		name: func(r store.Request) string { return input.ShownName(r.Filename) }},
 	{path: "original/sql", artifact: datadir.OriginalSQL, ctype: "application/sql; charset=utf-8", sqlOf: datadir.Upload,
-		name: func(r store.Request) string { return stem(r.Filename) + ".sql" }},
+		name: func(r store.Request) string { return stem(input.ShownName(r.Filename)) + ".sql" }},
 	{path: "upgraded/archive", artifact: datadir.UpgradedArchive, ctype: "application/octet-stream",
-		name: func(r store.Request) string { return "upgraded_" + r.Filename }},
+		name: func(r store.Request) string { return "upgraded_" + input.ShownName(r.Filename) }},
 	{path: "upgraded/sql", artifact: datadir.UpgradedSQL, ctype: "application/sql; charset=utf-8", sqlOf: datadir.UpgradedArchive,
-		name: func(r store.Request) string { return "upgraded_" + stem(r.Filename) + ".sql" }},
+		name: func(r store.Request) string { return "upgraded_" + stem(input.ShownName(r.Filename)) + ".sql" }},
 	{path: "upgraded/notes", artifact: datadir.Notes, ctype: "text/html; charset=utf-8", inline: true,
 		name: func(r store.Request) string { return fmt.Sprintf("upgrade_notes_%d.html", r.ID) }},
 	{path: "modules/archive", artifact: datadir.Modules, ctype: "application/zip",

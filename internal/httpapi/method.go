@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/upgrade-server/upgrade-server/internal/fault"
+	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -117,25 +118,11 @@ func (d *dropReader) Close() error { return d.r.Close() }
 // An unknown id and a wrong key give the same REQUEST:NOT_FOUND, so ids
 // cannot be probed; keys are compared in constant time.
 func authenticate(ctx context.Context, requests RequestStore, p params) (store.Request, []failure, error) {
-	var fails []failure
 	rawID, hasID := p.get("request")
 	key, hasKey := p.get("key")
-	var id int64
-	switch {
-	case !hasID || rawID == "":
-		fails = append(fails, missingParam("request"))
-	default:
-		var err error
-		id, err = strconv.ParseInt(rawID, 10, 64)
-		if err != nil || id <= 0 {
-			fails = append(fails, invalidParam("request", rawID, "a request id is a positive integer"))
-		}
-	}
-	if !hasKey || key == "" {
-		fails = append(fails, missingParam("key"))
-	}
-	if fails != nil {
-		return store.Request{}, fails, nil
+	id, probs := input.Auth(rawID, hasID, key, hasKey)
+	if probs != nil {
+		return store.Request{}, fromProblems(probs), nil
 	}
 	req, err := requests.Request(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {

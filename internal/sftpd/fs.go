@@ -18,6 +18,7 @@ import (
 	"github.com/pkg/sftp"
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -56,13 +57,14 @@ func (h *fsHandler) current() (view, error) {
 		h.logger.Error("sftp: read request", "err", err)
 		return view{}, sftp.ErrSSHFxFailure
 	}
+	name := input.ShownName(r.Filename) // never a raw name from elsewhere (an import)
 	switch r.State {
 	case store.StateDraft:
-		return view{name: r.Filename, artifact: datadir.Upload, writable: true, req: r}, nil
+		return view{name: name, artifact: datadir.Upload, writable: true, req: r}, nil
 	case store.StateQueued, store.StateProcessing, store.StateTesting:
-		return view{name: r.Filename, artifact: datadir.Upload, req: r}, nil
+		return view{name: name, artifact: datadir.Upload, req: r}, nil
 	case store.StateDone, store.StateDelivered:
-		return view{name: "upgraded_" + r.Filename, artifact: datadir.UpgradedArchive, req: r}, nil
+		return view{name: "upgraded_" + name, artifact: datadir.UpgradedArchive, req: r}, nil
 	}
 	return view{req: r}, nil
 }
