@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -59,10 +60,19 @@ func stem(name string) string {
 }
 
 // pathRequest authenticates /database/<region>/<id>/<key>/…: a wrong region,
-// id or key all look like an unknown request.
+// id or key all look like an unknown request. Each segment is read
+// percent-decoded (a key may come with %3D for "="), and the id only in its
+// canonical form ("58", never "+58", "058" or " 58"), so a request has one
+// URL.
 func pathRequest(ctx context.Context, r *http.Request, requests RequestStore, opts Options) (store.Request, bool, error) {
-	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
-	if err != nil || id <= 0 || chi.URLParam(r, "region") != opts.Region {
+	region, err1 := url.PathUnescape(chi.URLParam(r, "region"))
+	rawID, err2 := url.PathUnescape(chi.URLParam(r, "id"))
+	key, err3 := url.PathUnescape(chi.URLParam(r, "key"))
+	if err1 != nil || err2 != nil || err3 != nil || region != opts.Region {
+		return store.Request{}, false, nil
+	}
+	id, ok := input.RequestID(rawID)
+	if !ok {
 		return store.Request{}, false, nil
 	}
 	req, err := requests.Request(ctx, id)
@@ -72,7 +82,7 @@ func pathRequest(ctx context.Context, r *http.Request, requests RequestStore, op
 	if err != nil {
 		return store.Request{}, false, err
 	}
-	if subtle.ConstantTimeCompare([]byte(req.Key), []byte(chi.URLParam(r, "key"))) != 1 {
+	if subtle.ConstantTimeCompare([]byte(req.Key), []byte(key)) != 1 {
 		return store.Request{}, false, nil
 	}
 	return req, true, nil
