@@ -295,6 +295,10 @@ func adminJSON(w http.ResponseWriter, status int, v any) {
 
 func adminError(w http.ResponseWriter, logger *slog.Logger, r *http.Request, status int, err error) {
 	id := correlationID(r.Context())
+	if r.Context().Err() != nil { // the client went away
+		logger.Info("admin: client gone before the answer", "correlation_id", id, "err", err)
+		return
+	}
 	logger.Error("admin", "correlation_id", id, "err", err)
 	adminJSON(w, status, map[string]string{"error": "internal error (reference " + id + ")"})
 }

@@ -51,7 +51,11 @@ func handleExport(logger *slog.Logger, admin AdminStore, opts Options) http.Hand
 			}
 			for _, a := range fixtureFiles {
 				if err := addFile(tw, opts.Data.Path(id, a), fmt.Sprintf("requests/%d/%s", id, a)); err != nil {
-					logger.Error("export", "request_id", id, "err", err)
+					level := slog.LevelError
+					if r.Context().Err() != nil {
+						level = slog.LevelInfo // the client went away
+					}
+					logger.Log(r.Context(), level, "export", "request_id", id, "err", err)
 					return // the truncated stream tells the client
 				}
 			}

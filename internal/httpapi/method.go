@@ -57,16 +57,24 @@ func handleMethod(logger *slog.Logger, name string, h methodFunc, j *journal, m 
 			}
 			rep = h(w, r)
 		}
+		// A client that went away (its request's context ended) gets no
+		// answer and is no failure of ours: its own outcome, logged at INFO.
+		gone := r.Context().Err() != nil
 		reasons := []string{}
-		if rep.err != nil {
+		switch {
+		case gone:
+		case rep.err != nil:
 			reasons = append(reasons, reasonServerError)
-		} else {
+		default:
 			for _, f := range rep.fails {
 				reasons = append(reasons, f.Reason)
 			}
 		}
 		outcome := "ok"
-		if len(reasons) > 0 {
+		switch {
+		case gone:
+			outcome = outcomeClientGone
+		case len(reasons) > 0:
 			outcome = reasons[0]
 		}
 		m.Call(name, outcome)
@@ -75,10 +83,14 @@ func handleMethod(logger *slog.Logger, name string, h methodFunc, j *journal, m 
 			host = host[:i]
 		}
 		j.add(JournalEntry{At: start.UTC(), Method: name, HTTP: r.Method, RequestID: replyRequestID(r, rep), Failures: reasons,
-			Duration: float64(time.Since(start).Microseconds()) / 1000, ClientIP: host, Reference: correlationID(r.Context())})
+			ClientGone: gone, Duration: float64(time.Since(start).Microseconds()) / 1000, ClientIP: host,
+			Reference: correlationID(r.Context())})
 		switch {
 		case dropped != nil && dropped.fired:
 			panic(http.ErrAbortHandler) // the connection drops without an answer
+		case gone:
+			logger.LogAttrs(r.Context(), slog.LevelInfo, "client gone before the answer",
+				slog.String("correlation_id", correlationID(r.Context())), slog.String("method", name), slog.Any("err", rep.err))
 		case rep.err == errInjected:
 			writeAnswer(w, r, logger, status, []failure{serverError(correlationID(r.Context()))}, nil)
 		case rep.err != nil:
@@ -90,6 +102,10 @@ func handleMethod(logger *slog.Logger, name string, h methodFunc, j *journal, m 
 }
 
 var errInjected = errors.New("injected fault")
+
+// outcomeClientGone is the metrics outcome of a call whose client went
+// away before the answer (not a failure reason: nobody reads it).
+const outcomeClientGone = "client_gone"
 
 // dropReader ends an upload's body after left bytes, as a dropped
 // connection would.

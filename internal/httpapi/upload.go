@@ -101,7 +101,11 @@ func (u *upload) receive(w http.ResponseWriter, r *http.Request) (store.Request,
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 			err = cause
 		}
-		u.logger.Warn("upload interrupted", "bytes", size, "err", err)
+		level := slog.LevelWarn
+		if r.Context().Err() != nil {
+			level = slog.LevelInfo // the client went away: its business
+		}
+		u.logger.Log(r.Context(), level, "upload interrupted", "bytes", size, "err", err)
 		return store.Request{}, []failure{{Reason: reasonUploadInterrupt,
 			Message: fmt.Sprintf("The upload was interrupted after %d bytes; nothing was kept, send it again", size)}}, nil
 	}
