@@ -30,7 +30,7 @@ var settings = []setting{
 	{"public-url", "UPGRADE_PUBLIC_URL", "", "base of every URL the API returns (default: derived from the listen address, localhost for 0.0.0.0)"},
 	{"region", "UPGRADE_REGION", "eu1", "region segment of status and file URLs"},
 	{"data-dir", "UPGRADE_DATA_DIR", "./data", "data directory: uploads, artifacts, host keys, embedded PostgreSQL"},
-	{"database-url", "UPGRADE_DATABASE_URL", "", "PostgreSQL URL (default: an embedded cluster in <data-dir>/postgres)"},
+	{"database-url", "UPGRADE_DATABASE_URL", "", "PostgreSQL URL or key=value connection string (default: an embedded cluster in <data-dir>/postgres)"},
 	{"targets", "UPGRADE_TARGETS", defaultTargets, "comma-separated valid target versions"},
 	{"contracts", "UPGRADE_CONTRACTS", "", "valid contracts: a comma-separated list, or @FILE with one per line (default: any non-empty contract)"},
 	{"max-upload-bytes", "UPGRADE_MAX_UPLOAD_BYTES", "100GiB", "largest accepted upload, in bytes or with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB); 0 means no limit"},

@@ -72,8 +72,18 @@ type Addrs struct {
 }
 
 // Serve runs the server until ctx ends, then shuts it down gracefully.
-// ready, if set, is called once both listeners are bound.
-func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addrs)) error {
+// ready, if set, is called once both listeners are bound. Neither its error
+// nor any log line holds the database password, in whatever form the URL
+// gives it.
+func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addrs)) (err error) {
+	secrets := dsnSecrets(cfg.DatabaseURL)
+	logger = redactLogs(logger, secrets)
+	defer func() { err = redactErr(err, secrets) }()
+	return serve(ctx, cfg, logger, ready)
+}
+
+func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addrs)) error {
+	secrets := dsnSecrets(cfg.DatabaseURL)
 	contractValid, nContracts, err := contractChecker(cfg.Contracts)
 	if err != nil {
 		return err
@@ -108,16 +118,16 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		dbURL = cluster.URL("")
 	}
 	if err := store.Migrate(ctx, dbURL, migrations.FS); err != nil {
-		return fmt.Errorf("database %s: %w", redactURL(dbURL), err)
+		return fmt.Errorf("database %s: %w", redact(dbURL, secrets), err)
 	}
 	poolCfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
-		return fmt.Errorf("database URL: %w", errors.New("cannot parse it"))
+		return fmt.Errorf("database %s: %w", redact(dbURL, secrets), err)
 	}
 	poolCfg.MaxConns = 32
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
-		return fmt.Errorf("database %s: %w", redactURL(dbURL), err)
+		return fmt.Errorf("database %s: %w", redact(dbURL, secrets), err)
 	}
 	defer pool.Close()
 	st := store.New(pool)
@@ -237,15 +247,6 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		return nil
 	})
 	return g.Wait()
-}
-
-// redactURL drops the password of a database URL for messages.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
 }
 
 // derivePublicURL builds the base URL from the bound listen address: the

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/upgrade-server/upgrade-server/internal/pgtest"
 	"github.com/upgrade-server/upgrade-server/internal/store"
+	"github.com/upgrade-server/upgrade-server/migrations"
 )
 
 func TestMain(m *testing.M) { pgtest.Exit(m) }
@@ -321,5 +324,28 @@ func TestExpiredLeaseIsReclaimed(t *testing.T) {
 	r, _ := s.Request(ctx, j.ID)
 	if r.State != store.StateDone || r.FinishedAt == nil {
 		t.Fatalf("after finish: %+v", r)
+	}
+}
+
+// TestMigrateKeyValue: libpq's key=value form works as well as a URL.
+func TestMigrateKeyValue(t *testing.T) {
+	t.Parallel()
+	u, err := url.Parse(pgtest.NewSchema(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := fmt.Sprintf("host=%s port=%s user=%s dbname=%s search_path=%s", u.Hostname(), u.Port(), u.User.Username(),
+		strings.TrimPrefix(u.Path, "/"), u.Query().Get("search_path"))
+	if sslmode := u.Query().Get("sslmode"); sslmode != "" {
+		kv += " sslmode=" + sslmode
+	}
+	if u.Port() == "" { // a Unix socket: host is in the query
+		kv = fmt.Sprintf("host=%s user=%s dbname=%s search_path=%s", u.Query().Get("host"), u.User.Username(),
+			strings.TrimPrefix(u.Path, "/"), u.Query().Get("search_path"))
+	}
+	for range 2 { // the second run has nothing to apply
+		if err := store.Migrate(context.Background(), kv, migrations.FS); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
