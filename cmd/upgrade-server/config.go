@@ -54,10 +54,27 @@ var settings = []setting{
 	{"log-level", "UPGRADE_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
 }
 
-// loadConfig reads flags from args (args[0] is the program) with defaults
-// from getenv, and validates everything once.
+// errVersion: --version was given; run prints the version and stops.
+var errVersion = errors.New("version requested")
+
+const usageHead = `Usage: upgrade-server [flags]                 run the server
+       upgrade-server admin [--url URL] [--token TOKEN] COMMAND [ARGS]
+                                             drive a running server's admin API
+                                             (upgrade-server admin --help lists the commands)
+       upgrade-server --version              print the version
+
+upgrade-server: a self-hosted, wire-compatible Odoo Upgrade API.
+
+Every flag can also be set by its environment variable; a flag wins.
+
+`
+
+// loadConfig reads flags from args (args[0] is the program, whatever its
+// path: under go run it is in Go's build cache) with defaults from getenv,
+// and validates everything once. It returns flag.ErrHelp after printing
+// the usage for --help, and errVersion for --version.
 func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
-	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs := flag.NewFlagSet("upgrade-server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	vals := map[string]*string{}
 	for _, s := range settings {
@@ -67,10 +84,9 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 		}
 		vals[s.name] = fs.String(s.name, def, s.help)
 	}
+	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s [flags]\n\nupgrade-server: a self-hosted, wire-compatible Odoo Upgrade API.\n\n", args[0])
-		fmt.Fprintln(stderr, "Every flag can also be set by its environment variable; a flag wins.")
-		fmt.Fprintln(stderr)
+		fmt.Fprint(stderr, usageHead)
 		for _, s := range settings {
 			def := s.def
 			if def == "" {
@@ -78,9 +94,13 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 			}
 			fmt.Fprintf(stderr, "  --%s (%s, default %s)\n        %s\n", s.name, s.env, def, s.help)
 		}
+		fmt.Fprint(stderr, "  --version\n        print the version and exit\n")
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return Config{}, err
+	}
+	if *version {
+		return Config{}, errVersion
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))

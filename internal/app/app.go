@@ -69,6 +69,10 @@ type Config struct {
 type Addrs struct {
 	HTTP, SFTP net.Addr
 	PublicURL  string
+	// LocalURL is the HTTP address as a URL a person on this machine can
+	// open (http://localhost:8080 for a wildcard [::]:8080), and LocalSFTP
+	// the SFTP address likewise (localhost:2200).
+	LocalURL, LocalSFTP string
 }
 
 // Serve runs the server until ctx ends, then shuts it down gracefully.
@@ -206,7 +210,8 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 	logger.Info("sftp daemon started", "sftp_addr", sshLn.Addr().String(), "advertised", fmt.Sprintf("%s:%d", sftpHost, cfg.SFTPPublicPort),
 		"host_keys", fingerprints)
 	if ready != nil {
-		ready(Addrs{HTTP: ln.Addr(), SFTP: sshLn.Addr(), PublicURL: publicURL})
+		ready(Addrs{HTTP: ln.Addr(), SFTP: sshLn.Addr(), PublicURL: publicURL,
+			LocalURL: derivePublicURL(ln.Addr()), LocalSFTP: strings.TrimPrefix(derivePublicURL(sshLn.Addr()), "http://")})
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
