@@ -143,8 +143,11 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		return err
 	}
 	fingerprints := sftpd.Fingerprints(hostKeys)
+	uploads := httpapi.NewUploads()
+
 	sftpSrv, err := sftpd.New(logger, st, sftpd.Config{HostSigners: hostKeys, Data: data, IdleTimeout: cfg.SFTPIdleTimeout,
-		Ciphers: cfg.SFTPCiphers, Metrics: met, Faults: faults})
+		Ciphers: cfg.SFTPCiphers, Metrics: met, Faults: faults, UploadLease: uploadLease, MaxUploadBytes: cfg.MaxUploadBytes,
+		UploadFsync: cfg.UploadFsync})
 	if err != nil {
 		return err
 	}
@@ -187,6 +190,8 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		ContractValidFunc: contractValid,
 		MaxUploadBytes:    cfg.MaxUploadBytes,
 		NoUploadSync:      !cfg.UploadFsync,
+		UploadLease:       uploadLease,
+		Uploads:           uploads,
 		SFTPHost:          sftpHost,
 		SFTPPort:          cfg.SFTPPublicPort,
 		SFTPHostKeys:      fingerprints,
@@ -213,6 +218,22 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		ready(Addrs{HTTP: ln.Addr(), SFTP: sshLn.Addr(), PublicURL: publicURL,
 			LocalURL: derivePublicURL(ln.Addr()), LocalSFTP: strings.TrimPrefix(derivePublicURL(sshLn.Addr()), "http://")})
 	}
+
+	// A writer that takes an upload over (in any process) announces it;
+	// the front end holding the replaced writer here stops it at once. The
+	// listener outlives the listeners' shutdown, while uploads finish.
+	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopListening()
+	listening := make(chan struct{})
+	go func() {
+		defer close(listening)
+		st.ListenUploads(listenCtx, func(id int64, token string) {
+			if !sftpSrv.StopUpload(id, token) {
+				uploads.Stop(id, token)
+			}
+		})
+	}()
+	defer func() { stopListening(); <-listening }()
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -253,6 +274,12 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 	})
 	return g.Wait()
 }
+
+// uploadLease is how long an upload's lease lasts between renewals: a
+// writer that vanished without a word frees its request after it, and a
+// writer that took an upload over waits up to half of it for the one it
+// replaced to stop.
+const uploadLease = time.Minute
 
 // derivePublicURL builds the base URL from the bound listen address: the
 // unspecified address becomes localhost, never 0.0.0.0.

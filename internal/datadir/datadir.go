@@ -4,10 +4,14 @@
 package datadir
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"syscall"
 )
 
 // Artifact names one file the pipeline writes for a request.
@@ -60,4 +64,93 @@ func (d Dir) Init() error {
 		return fmt.Errorf("datadir: %w", err)
 	}
 	return nil
+}
+
+// uploadLock is the file whose lock a writer of a request's upload holds.
+const uploadLock = ".upload.lock"
+
+// Lock is an exclusive advisory lock (flock(2)) held through an open file:
+// a process that dies releases it, and two holders in one process exclude
+// each other as two processes do. Several processes sharing a data
+// directory need a file system with working flock (a local disk, NFSv4).
+type Lock struct {
+	f    *os.File
+	once sync.Once
+}
+
+// Release frees the lock. Releasing twice is harmless.
+func (l *Lock) Release() {
+	if l == nil {
+		return
+	}
+	l.once.Do(func() { l.f.Close() }) // closing the descriptor drops the lock
+}
+
+// LockUpload takes the lock of request id's upload: every writer of the
+// upload file (an SFTP write handle for as long as it is open, an HTTP
+// upload while it renames its file into place, a truncation) holds it, so
+// a writer that took the upload over waits here until the one it replaced
+// has stopped, in this process or another. It waits until ctx ends.
+func (d Dir) LockUpload(ctx context.Context, id int64) (*Lock, error) {
+	dir, err := d.EnsureRequest(id)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, uploadLock), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("datadir: %w", err)
+	}
+	return lockWait(ctx, f)
+}
+
+// lockWait locks f, waiting until ctx ends; f is closed on failure. The
+// wait is a blocking flock in its own goroutine (no polling); when ctx
+// ends first, that goroutine releases the lock as soon as it gets it.
+func lockWait(ctx context.Context, f *os.File) (*Lock, error) {
+	ok, err := tryLock(f)
+	if err != nil || ok {
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return &Lock{f: f}, nil
+	}
+	got := make(chan error, 1)
+	go func() {
+		got <- retryEINTR(func() error { return syscall.Flock(int(f.Fd()), syscall.LOCK_EX) })
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("datadir: lock: %w", err)
+		}
+		return &Lock{f: f}, nil
+	case <-ctx.Done():
+		go func() {
+			<-got
+			f.Close()
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// tryLock takes f's lock if it is free.
+func tryLock(f *os.File) (bool, error) {
+	err := retryEINTR(func() error { return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) })
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, syscall.EWOULDBLOCK):
+		return false, nil
+	}
+	return false, fmt.Errorf("datadir: lock: %w", err)
+}
+
+func retryEINTR(fn func() error) error {
+	for {
+		if err := fn(); !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
 }

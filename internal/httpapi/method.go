@@ -23,6 +23,9 @@ type reply struct {
 	fails []failure
 	req   any
 	err   error
+	// stopped: the server itself ended the call (an upload taken over),
+	// which also ends the request's context; it is answered all the same.
+	stopped bool
 }
 
 type methodFunc func(w http.ResponseWriter, r *http.Request) reply
@@ -59,7 +62,7 @@ func handleMethod(logger *slog.Logger, name string, h methodFunc, j *journal, m 
 		}
 		// A client that went away (its request's context ended) gets no
 		// answer and is no failure of ours: its own outcome, logged at INFO.
-		gone := r.Context().Err() != nil
+		gone := r.Context().Err() != nil && !rep.stopped
 		reasons := []string{}
 		switch {
 		case gone:
@@ -163,7 +166,8 @@ func transitionReply(opts Options, req store.Request, err error) reply {
 		return reply{fails: []failure{stateFailure(se)}}
 	case errors.Is(err, store.ErrNoUpload):
 		return reply{fails: []failure{{Reason: reasonUploadMissing,
-			Message: "No complete upload: upload the dump (upload or SFTP) before calling process"}}}
+			Message: "No complete upload: upload the dump (upload, or SFTP: an interrupted transfer counts once resumed " +
+				"with put -a to its end) before calling process"}}}
 	case errors.Is(err, store.ErrUploadBusy):
 		return reply{fails: []failure{uploadInProgress()}}
 	case errors.Is(err, store.ErrNotFound):
@@ -173,7 +177,7 @@ func transitionReply(opts Options, req store.Request, err error) reply {
 }
 
 func uploadInProgress() failure {
-	return failure{Reason: reasonUploadInProgress, Message: "Another upload of this request is in progress"}
+	return failure{Reason: reasonUploadInProgress, Message: "An upload of this request is in progress; call process once it has ended"}
 }
 
 // authenticated runs fn for an authenticated request, reading the
@@ -203,18 +207,12 @@ func handleStatus(requests RequestStore, opts Options) methodFunc {
 	})
 }
 
-func handleProcess(logger *slog.Logger, requests RequestStore, opts Options) methodFunc {
+// handleProcess queues a request with a complete upload: one store call,
+// whatever the upload's path (an SFTP upload is recorded by the daemon when
+// its write handle closes cleanly).
+func handleProcess(requests RequestStore, opts Options) methodFunc {
 	return authenticated(requests, func(r *http.Request, p params, req store.Request) reply {
 		got, err := requests.Process(r.Context(), req.ID)
-		if errors.Is(err, store.ErrNoUpload) {
-			// An SFTP upload is recorded now: size and sha256 of the shared file.
-			var fails []failure
-			fails, err = recordSFTPUpload(r.Context(), logger, requests, opts, req.ID)
-			if fails != nil || err != nil {
-				return reply{fails: fails, err: err}
-			}
-			got, err = requests.Process(r.Context(), req.ID)
-		}
 		return transitionReply(opts, got, err)
 	})
 }

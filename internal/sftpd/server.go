@@ -32,8 +32,9 @@ var ErrServerClosed = ssh.ErrServerClosed
 type RequestStore interface {
 	Request(ctx context.Context, id int64) (store.Request, error)
 	SFTPKeys(ctx context.Context, id int64) ([]store.SFTPKey, error)
-	BeginInPlaceUpload(ctx context.Context, id int64, token string, lease time.Duration) error
+	TakeUpload(ctx context.Context, id int64, token string, lease time.Duration, inPlace bool) (string, error)
 	RenewUpload(ctx context.Context, id int64, token string, lease time.Duration) error
+	CompleteUpload(ctx context.Context, id int64, token string, size int64, sha256 string) (store.Request, error)
 	AbortUpload(ctx context.Context, id int64, token string) error
 	AddEvent(ctx context.Context, id int64, level, message string) error
 }
@@ -45,8 +46,14 @@ type Config struct {
 	// IdleTimeout closes connections without traffic (default 10 minutes).
 	IdleTimeout time.Duration
 	// UploadLease is how long a write handle's lease lasts between renewals
-	// (default 1 minute).
+	// (default 1 minute). A writer that takes an upload over waits up to
+	// half of it for the writer it replaced to stop.
 	UploadLease time.Duration
+	// MaxUploadBytes bounds the shared file: a write ending past it, or a
+	// truncation beyond it, is refused (0: no limit).
+	MaxUploadBytes int64
+	// UploadFsync syncs an upload to disk before recording it as complete.
+	UploadFsync bool
 	// MaxTxPacket is the largest data packet sent to clients (default and
 	// minimum 32 KiB, the size every client accepts).
 	MaxTxPacket uint32
@@ -82,6 +89,9 @@ type Server struct {
 	cfg      Config
 	srv      *ssh.Server
 	limiter  *authLimiter
+
+	mu      sync.Mutex
+	writers map[string]*writeHandle // open write handles of this process, by lease token
 }
 
 type ctxKey int
@@ -105,7 +115,8 @@ func New(logger *slog.Logger, requests RequestStore, cfg Config) (*Server, error
 	if cfg.Ciphers == nil {
 		cfg.Ciphers = DefaultCiphers()
 	}
-	s := &Server{logger: logger.With("component", "sftpd"), requests: requests, cfg: cfg, limiter: newAuthLimiter()}
+	s := &Server{logger: logger.With("component", "sftpd"), requests: requests, cfg: cfg, limiter: newAuthLimiter(),
+		writers: map[string]*writeHandle{}}
 	s.srv = &ssh.Server{
 		IdleTimeout:      cfg.IdleTimeout,
 		PublicKeyHandler: s.authenticate,
@@ -139,6 +150,54 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx
 
 // Close closes the listener and every connection at once.
 func (s *Server) Close() error { return s.srv.Close() }
+
+// StopUpload stops this process's write handle of request id that holds
+// token, because a newer writer took the upload over (store.TakeUpload,
+// announced on store.UploadChannel): nothing it writes afterwards lands,
+// the file is cut back to its contiguous prefix, the upload's lock is
+// released and the handle's SSH connection is closed. It reports whether
+// such a handle was open here.
+func (s *Server) StopUpload(id int64, token string) bool {
+	s.mu.Lock()
+	w := s.writers[token]
+	s.mu.Unlock()
+	if w == nil || w.h.id != id {
+		return false
+	}
+	w.revoke()
+	return true
+}
+
+func (s *Server) register(w *writeHandle) {
+	s.mu.Lock()
+	s.writers[w.token] = w
+	s.mu.Unlock()
+}
+
+func (s *Server) unregister(w *writeHandle) {
+	s.mu.Lock()
+	if s.writers[w.token] == w {
+		delete(s.writers, w.token)
+	}
+	s.mu.Unlock()
+}
+
+// liveSize is the contiguous size of request id's upload while a write
+// handle of this process has it open.
+func (s *Server) liveSize(id int64) (int64, bool) {
+	s.mu.Lock()
+	var live *writeHandle
+	for _, w := range s.writers {
+		if w.h.id == id {
+			live = w
+		}
+	}
+	s.mu.Unlock()
+	if live == nil {
+		return 0, false
+	}
+	return live.contiguous(), true
+}
 
 // parseUser reads the request id of "user_<id>".
 func parseUser(user string) (int64, bool) {
@@ -223,7 +282,8 @@ func (s *Server) handleSession(srv *ssh.Server, conn *gossh.ServerConn, newChan 
 			go func() {
 				defer wg.Done()
 				rwc := s.faulty(conn, ch, id, logger)
-				status := s.serveSFTP(ctx, rwc, id, logger)
+				tell := func(msg string) { tellUser(ch, msg) }
+				status := s.serveSFTP(ctx, rwc, id, logger, tell, func() { conn.Close() })
 				ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{status}))
 				ch.Close()
 			}()
@@ -251,6 +311,24 @@ func (s *Server) handleSession(srv *ssh.Server, conn *gossh.ServerConn, newChan 
 	wg.Wait()
 }
 
+// tellUser writes a line to the session's stderr, which OpenSSH's sftp
+// shows on the user's terminal (it prints a failed request's status code,
+// not the server's message). It waits at most two seconds: a client that
+// stopped reading cannot hold the caller.
+func tellUser(ch gossh.Channel, msg string) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fmt.Fprintf(ch.Stderr(), "upgrade-server: %s\n", msg)
+	}()
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
 func subsystemName(payload []byte) string {
 	var p struct{ Name string }
 	if gossh.Unmarshal(payload, &p) != nil {
@@ -261,14 +339,15 @@ func subsystemName(payload []byte) string {
 
 // serveSFTP runs pkg/sftp's request server with this request's view; a
 // panic is recovered and logged. It returns the exit status.
-func (s *Server) serveSFTP(ctx context.Context, ch io.ReadWriteCloser, id int64, logger *slog.Logger) (status uint32) {
+func (s *Server) serveSFTP(ctx context.Context, ch io.ReadWriteCloser, id int64, logger *slog.Logger, tell func(string), hangUp func()) (status uint32) {
 	defer func() {
 		if v := recover(); v != nil {
 			logger.Error("sftp session panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 			status = 1
 		}
 	}()
-	h := &fsHandler{ctx: ctx, logger: logger, requests: s.requests, data: s.cfg.Data, lease: s.cfg.UploadLease, id: id, metrics: s.cfg.Metrics}
+	h := &fsHandler{ctx: ctx, logger: logger, requests: s.requests, srv: s, data: s.cfg.Data, lease: s.cfg.UploadLease, id: id,
+		metrics: s.cfg.Metrics, tell: tell, hangUp: hangUp}
 	opts := []sftp.RequestServerOption{sftp.WithStartDirectory("/")}
 	if !s.cfg.NoAllocator {
 		opts = append(opts, sftp.WithRSAllocator())

@@ -546,9 +546,11 @@ func TestReadOnlyAfterProcessAndDownload(t *testing.T) {
 	}
 }
 
-// TestOneWriterAtATime: a second write handle, from this session or
-// another, is refused while the first is open; closing it frees the file.
-func TestOneWriterAtATime(t *testing.T) {
+// TestNewWriterTakesOver: a write handle of another session takes the
+// upload over at once: the first session's connection is closed and
+// nothing it writes lands; within one session a second write handle is
+// refused. An HTTP upload cannot begin meanwhile, nor can process.
+func TestNewWriterTakesOver(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	k := e.newKey("id_ed25519")
@@ -559,21 +561,45 @@ func TestOneWriterAtATime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c2.OpenFile("db.dump", os.O_WRONLY); err == nil {
-		t.Fatal("a second writer was allowed")
+	if _, err := f.Write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c1.OpenFile("db.dump", os.O_WRONLY); err == nil {
+		t.Fatal("a second writer of one session was allowed")
 	}
 	if err := e.store.BeginUpload(context.Background(), r.ID, "http", time.Minute); !errors.Is(err, store.ErrUploadBusy) {
-		t.Fatalf("an HTTP upload during an SFTP write: %v", err)
+		t.Fatalf("a lease taken without takeover during an SFTP write: %v", err)
 	}
 	if _, err := e.store.Process(context.Background(), r.ID); !errors.Is(err, store.ErrUploadBusy) {
 		t.Fatalf("process during an SFTP write: %v", err)
 	}
-	f.Close()
-	g, err := c2.OpenFile("db.dump", os.O_WRONLY)
+	g, err := c2.OpenFile("db.dump", os.O_WRONLY|os.O_TRUNC)
 	if err != nil {
-		t.Fatalf("after the first writer closed: %v", err)
+		t.Fatalf("a new session could not take over: %v", err)
 	}
-	g.Close()
+	if _, err := f.WriteAt([]byte("stale"), 100); err == nil {
+		t.Fatal("the replaced writer could still write")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c1.Wait() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the replaced writer's connection is still open")
+	}
+	if _, err := g.Write([]byte("second")); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(e.data.Path(r.ID, datadir.Upload)); string(b) != "second" {
+		t.Fatalf("the upload holds %q", b)
+	}
+	got, _ := e.store.Request(context.Background(), r.ID)
+	if got.Uploading || got.UploadSize == nil || *got.UploadSize != 6 {
+		t.Fatalf("after the new writer closed: %+v", got)
+	}
 }
 
 // TestNoLeaks opens thousands of sessions and counts goroutines and open

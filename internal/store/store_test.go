@@ -207,8 +207,8 @@ func TestInPlaceUploadInvalidatesTheCompleteOne(t *testing.T) {
 	if _, err := s.CompleteUpload(ctx, r.ID, "http", 10, "abc"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.BeginInPlaceUpload(ctx, r.ID, "sftp", time.Minute); err != nil {
-		t.Fatal(err)
+	if replaced, err := s.TakeUpload(ctx, r.ID, "sftp", time.Minute, true); err != nil || replaced != "" {
+		t.Fatalf("take a free upload: %q, %v", replaced, err)
 	}
 	got, _ := s.Request(ctx, r.ID)
 	if got.UploadCompletedAt != nil || got.UploadSize != nil || !got.Uploading {
@@ -347,5 +347,72 @@ func TestMigrateKeyValue(t *testing.T) {
 		if err := store.Migrate(context.Background(), kv, migrations.FS); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestTakeUpload: a new writer takes the lease from a live one at once; the
+// old one's token stops working and its process hears of it on
+// UploadChannel.
+func TestTakeUpload(t *testing.T) {
+	t.Parallel()
+	s, _ := pgtest.NewStore(t)
+	ctx := context.Background()
+	r := newRequest(t, s)
+	heard := make(chan string, 4)
+	lctx, cancel := context.WithCancel(ctx)
+	listening := make(chan error, 1)
+	go func() {
+		listening <- s.ListenUploads(lctx, func(id int64, token string) { heard <- fmt.Sprintf("%d %s", id, token) })
+	}()
+	t.Cleanup(func() { cancel(); <-listening })
+
+	if err := s.BeginUpload(ctx, r.ID, "old", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// The listener may not be listening yet: take over until it hears.
+	var replaced string
+	deadline := time.Now().Add(10 * time.Second)
+	for got := ""; got == ""; {
+		tok := fmt.Sprintf("new%d", time.Now().UnixNano())
+		var err error
+		if replaced, err = s.TakeUpload(ctx, r.ID, tok, time.Minute, false); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got = <-heard:
+			if got != fmt.Sprintf("%d %s", r.ID, replaced) {
+				t.Fatalf("heard %q, replaced %q", got, replaced)
+			}
+		case <-time.After(100 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("the takeover was never announced")
+			}
+		}
+	}
+	if err := s.RenewUpload(ctx, r.ID, "old", time.Minute); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("the replaced writer still renews: %v", err)
+	}
+	if _, err := s.CompleteUpload(ctx, r.ID, "old", 1, "x"); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("the replaced writer completed: %v", err)
+	}
+	if _, err := s.Process(ctx, r.ID); !errors.Is(err, store.ErrUploadBusy) {
+		t.Fatalf("process while the new writer runs: %v", err)
+	}
+	q, _ := s.Request(ctx, r.ID)
+	if _, err := s.TakeUpload(ctx, r.ID, "x", time.Minute, false); err != nil || !q.Uploading {
+		t.Fatal(err)
+	}
+	if _, err := s.CompleteUpload(ctx, r.ID, "x", 5, "abc"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Process(ctx, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	var se *store.StateError
+	if _, err := s.TakeUpload(ctx, r.ID, "late", time.Minute, false); !errors.As(err, &se) {
+		t.Fatalf("take the upload of a queued request: %v", err)
+	}
+	if _, err := s.TakeUpload(ctx, r.ID+1000, "x", time.Minute, false); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("take the upload of no request: %v", err)
 	}
 }
