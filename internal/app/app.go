@@ -143,6 +143,15 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		return err
 	}
 	fingerprints := sftpd.Fingerprints(hostKeys)
+	// Start-up housekeeping of the data directory: remove the part files
+	// of interrupted HTTP uploads (only those no live writer holds, of this
+	// process or another sharing the directory, and older than an upload
+	// lease).
+	if removed, err := data.SweepParts(uploadLease); err != nil {
+		logger.Warn("sweep interrupted uploads", "err", err)
+	} else if len(removed) > 0 {
+		logger.Info("removed the part files of interrupted uploads", "files", len(removed))
+	}
 	uploads := httpapi.NewUploads()
 
 	sftpSrv, err := sftpd.New(logger, st, sftpd.Config{HostSigners: hostKeys, Data: data, IdleTimeout: cfg.SFTPIdleTimeout,

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Artifact names one file the pipeline writes for a request.
@@ -65,6 +66,10 @@ func (d Dir) Init() error {
 	}
 	return nil
 }
+
+// PartPattern names the temporary files HTTP uploads stream into (in the
+// request's folder), renamed to Upload once complete.
+const PartPattern = ".upload-*.part"
 
 // uploadLock is the file whose lock a writer of a request's upload holds.
 const uploadLock = ".upload.lock"
@@ -153,4 +158,58 @@ func retryEINTR(fn func() error) error {
 			return err
 		}
 	}
+}
+
+// HoldOpen locks a file its writer has open (an upload's part file), so
+// SweepParts can tell it from one a dead writer left. The lock lasts until
+// f is closed.
+func HoldOpen(f *os.File) error {
+	ok, err := tryLock(f)
+	if err == nil && !ok {
+		err = errors.New("datadir: the file is locked by another writer")
+	}
+	return err
+}
+
+// SweepParts removes the part files of interrupted uploads: those older
+// than minAge that no live writer holds (HoldOpen). A writer locks its part
+// file just after creating it; minAge (the upload lease) keeps the sweep
+// off a file created that very moment. Several processes sharing the data
+// directory may sweep at any time: a live upload is never touched. It
+// returns the paths removed.
+func (d Dir) SweepParts(minAge time.Duration) ([]string, error) {
+	dirs, err := os.ReadDir(filepath.Join(d.root, "requests"))
+	if err != nil {
+		return nil, fmt.Errorf("datadir: sweep: %w", err)
+	}
+	var removed []string
+	var errs []error
+	for _, de := range dirs {
+		if _, err := strconv.ParseInt(de.Name(), 10, 64); err != nil || !de.IsDir() {
+			continue
+		}
+		dir := filepath.Join(d.root, "requests", de.Name())
+		parts, _ := filepath.Glob(filepath.Join(dir, PartPattern))
+		// .import-* files: the staged files of the previous release's import.
+		old, _ := filepath.Glob(filepath.Join(dir, ".import-*"))
+		for _, p := range append(parts, old...) {
+			st, err := os.Stat(p)
+			if err != nil || time.Since(st.ModTime()) < minAge {
+				continue
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				continue
+			}
+			if ok, err := tryLock(f); ok && err == nil {
+				if err := os.Remove(p); err != nil {
+					errs = append(errs, err)
+				} else {
+					removed = append(removed, p)
+				}
+			}
+			f.Close()
+		}
+	}
+	return removed, errors.Join(errs...)
 }

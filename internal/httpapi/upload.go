@@ -124,12 +124,23 @@ func (u *upload) receive(w http.ResponseWriter, r *http.Request) (store.Request,
 	if err != nil {
 		return store.Request{}, nil, err
 	}
-	f, err := os.CreateTemp(dir, ".upload-*.part")
+	f, err := os.CreateTemp(dir, datadir.PartPattern)
 	if err != nil {
 		return store.Request{}, storageFailure(err), storageErr(err)
 	}
 	u.tmp = f.Name()
 	defer f.Close() // after a successful Close, a harmless no-op
+	// A lock on the part file, held until it is renamed into place, tells a
+	// start-up sweep (of any process sharing the data directory) that it is
+	// alive.
+	hold, err := os.Open(u.tmp)
+	if err == nil {
+		defer hold.Close()
+		err = datadir.HoldOpen(hold)
+	}
+	if err != nil {
+		return store.Request{}, nil, err
+	}
 
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
