@@ -143,10 +143,13 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		return err
 	}
 	fingerprints := sftpd.Fingerprints(hostKeys)
-	// Start-up housekeeping of the data directory: remove the part files
-	// of interrupted HTTP uploads (only those no live writer holds, of this
-	// process or another sharing the directory, and older than an upload
-	// lease).
+	// Start-up housekeeping of the data directory: finish or drop imports a
+	// crash interrupted, and remove the part files of interrupted HTTP
+	// uploads (only those no live writer holds, of this process or another
+	// sharing the directory, and older than an upload lease).
+	if err := httpapi.RecoverImports(ctx, logger, st, data); err != nil {
+		return fmt.Errorf("recover interrupted imports: %w", err)
+	}
 	if removed, err := data.SweepParts(uploadLease); err != nil {
 		logger.Warn("sweep interrupted uploads", "err", err)
 	} else if len(removed) > 0 {

@@ -54,6 +54,19 @@ func (d Dir) EnsureRequest(id int64) (string, error) {
 	return dir, nil
 }
 
+// ForgetRequest removes the folder of request id, if any: for an id the
+// database has just handed out, whatever is there is left from a request
+// it no longer has.
+func (d Dir) ForgetRequest(id int64) error {
+	if d.root == "" {
+		return nil
+	}
+	if err := os.RemoveAll(d.Request(id)); err != nil {
+		return fmt.Errorf("datadir: %w", err)
+	}
+	return nil
+}
+
 // Init creates the data directory. It is traversable by other users (0711)
 // so an embedded PostgreSQL running as its own user can reach
 // <root>/postgres; the requests folder stays private.

@@ -28,7 +28,8 @@ type AdminStore interface {
 	DeleteRequest(ctx context.Context, id int64) error
 	DeleteAllRequests(ctx context.Context) ([]int64, error)
 	ExportFixtures(ctx context.Context) ([]store.Fixture, error)
-	ImportFixtures(ctx context.Context, fixtures []store.Fixture, replace bool) ([]int64, error)
+	ImportFixtures(ctx context.Context, fixtures []store.Fixture, replace bool, nonce string) (imported, removed []int64, err error)
+	ImportStore
 }
 
 // adminRequest is a request as the admin API shows it: the v1 record plus

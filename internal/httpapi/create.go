@@ -34,6 +34,12 @@ func handleCreate(requests RequestStore, opts Options) methodFunc {
 		if err != nil {
 			return reply{err: err}
 		}
+		// The id is new, but a folder of it may be left from a request the
+		// database forgot (a crash between a delete's row and its files, an
+		// import that reset the ids): none of it is this request's.
+		if err := opts.Data.ForgetRequest(req.ID); err != nil {
+			return reply{err: err}
+		}
 		return reply{req: opts.record(req)}
 	}
 }
