@@ -39,6 +39,9 @@ var settings = []setting{
 	{"sftp-idle-timeout", "UPGRADE_SFTP_IDLE_TIMEOUT", "10m", "SFTP connections without traffic for this long are closed"},
 	{"sftp-ciphers", "UPGRADE_SFTP_CIPHERS", "aes128-gcm@openssh.com,aes256-gcm@openssh.com",
 		"SSH ciphers the daemon offers; add aes128-ctr,aes256-ctr or chacha20-poly1305@openssh.com for clients without AES-GCM (slower)"},
+	{"ssh-login-grace", "UPGRADE_SSH_LOGIN_GRACE", "30s", "an SSH connection that has not authenticated this long after it was accepted is closed (sshd's LoginGraceTime)"},
+	{"ssh-max-startups", "UPGRADE_SSH_MAX_STARTUPS", "100", "most SSH connections not yet authenticated at once; more are closed at once (sshd's MaxStartups)"},
+	{"ssh-max-startups-per-address", "UPGRADE_SSH_MAX_STARTUPS_PER_ADDRESS", "10", "most SSH connections not yet authenticated from one address"},
 	{"sftp-public-host", "UPGRADE_SFTP_PUBLIC_HOST", "", "host request_sftp_access advertises (default: the public URL's host)"},
 	{"sftp-public-port", "UPGRADE_SFTP_PUBLIC_PORT", "2200", "port request_sftp_access advertises"},
 	{"sftp-access-ttl", "UPGRADE_SFTP_ACCESS_TTL", "24h", "how long an SFTP grant lasts"},
@@ -144,6 +147,15 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	}
 	if cfg.SFTPIdleTimeout, err = time.ParseDuration(get("sftp-idle-timeout")); err != nil || cfg.SFTPIdleTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--sftp-idle-timeout: %q is not a positive duration such as 10m", get("sftp-idle-timeout")))
+	}
+	if cfg.SSHLoginGrace, err = time.ParseDuration(get("ssh-login-grace")); err != nil || cfg.SSHLoginGrace <= 0 {
+		errs = append(errs, fmt.Errorf("--ssh-login-grace: %q is not a positive duration such as 30s", get("ssh-login-grace")))
+	}
+	if cfg.SSHMaxStartups, err = strconv.Atoi(get("ssh-max-startups")); err != nil || cfg.SSHMaxStartups < 1 {
+		errs = append(errs, fmt.Errorf("--ssh-max-startups: %q is not a positive number", get("ssh-max-startups")))
+	}
+	if cfg.SSHMaxStartupsPerAddress, err = strconv.Atoi(get("ssh-max-startups-per-address")); err != nil || cfg.SSHMaxStartupsPerAddress < 1 {
+		errs = append(errs, fmt.Errorf("--ssh-max-startups-per-address: %q is not a positive number", get("ssh-max-startups-per-address")))
 	}
 	for _, c := range strings.Split(get("sftp-ciphers"), ",") {
 		if c = strings.TrimSpace(c); c == "" {

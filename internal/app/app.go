@@ -53,16 +53,21 @@ type Config struct {
 	SFTPPublicHost    string
 	SFTPPublicPort    int
 	SFTPAccessTTL     time.Duration
-	ShutdownTimeout   time.Duration
-	Workers           int
-	Engine            string
-	EngineCommand     string
-	EngineTimeout     time.Duration
-	ScriptsDir        string
-	MockDuration      time.Duration
-	AdminToken        string
-	LogFormat         string
-	LogLevel          string
+	// SSHLoginGrace, SSHMaxStartups and SSHMaxStartupsPerAddress bound the
+	// connections that have not authenticated (sftpd.Config; zero: defaults).
+	SSHLoginGrace            time.Duration
+	SSHMaxStartups           int
+	SSHMaxStartupsPerAddress int
+	ShutdownTimeout          time.Duration
+	Workers                  int
+	Engine                   string
+	EngineCommand            string
+	EngineTimeout            time.Duration
+	ScriptsDir               string
+	MockDuration             time.Duration
+	AdminToken               string
+	LogFormat                string
+	LogLevel                 string
 }
 
 // Addrs are where a running server listens.
@@ -159,7 +164,8 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 
 	sftpSrv, err := sftpd.New(logger, st, sftpd.Config{HostSigners: hostKeys, Data: data, IdleTimeout: cfg.SFTPIdleTimeout,
 		Ciphers: cfg.SFTPCiphers, Metrics: met, Faults: faults, UploadLease: uploadLease, MaxUploadBytes: cfg.MaxUploadBytes,
-		UploadFsync: cfg.UploadFsync})
+		UploadFsync: cfg.UploadFsync, LoginGrace: cfg.SSHLoginGrace, MaxStartups: cfg.SSHMaxStartups,
+		MaxStartupsPerAddress: cfg.SSHMaxStartupsPerAddress})
 	if err != nil {
 		return err
 	}

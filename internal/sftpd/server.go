@@ -67,7 +67,15 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Ciphers overrides the offered ciphers (nil: DefaultCiphers()).
 	Ciphers []string
-	NowFunc func() time.Time
+	// LoginGrace closes a connection that has not authenticated this long
+	// after it was accepted, whatever it sends (sshd's LoginGraceTime;
+	// default 30 seconds).
+	LoginGrace time.Duration
+	// MaxStartups and MaxStartupsPerAddress cap the connections not yet
+	// authenticated, in total and from one address (sshd's MaxStartups;
+	// defaults 100 and 10): a connection over either cap is closed at once.
+	MaxStartups, MaxStartupsPerAddress int
+	NowFunc                            func() time.Time
 }
 
 // DefaultCiphers are the ciphers the daemon offers. SSH clients pick the
@@ -89,6 +97,7 @@ type Server struct {
 	cfg      Config
 	srv      *ssh.Server
 	limiter  *authLimiter
+	gate     *startupGate
 
 	mu      sync.Mutex
 	writers map[string]*writeHandle // open write handles of this process, by lease token
@@ -96,7 +105,10 @@ type Server struct {
 
 type ctxKey int
 
-const requestIDKey ctxKey = iota
+const (
+	requestIDKey ctxKey = iota
+	preauthKey          // the connection's *preauthConn
+)
 
 // New returns a daemon; Serve runs it.
 func New(logger *slog.Logger, requests RequestStore, cfg Config) (*Server, error) {
@@ -115,8 +127,19 @@ func New(logger *slog.Logger, requests RequestStore, cfg Config) (*Server, error
 	if cfg.Ciphers == nil {
 		cfg.Ciphers = DefaultCiphers()
 	}
+	if cfg.LoginGrace == 0 {
+		cfg.LoginGrace = 30 * time.Second
+	}
+	if cfg.MaxStartups == 0 {
+		cfg.MaxStartups = 100
+	}
+	if cfg.MaxStartupsPerAddress == 0 {
+		cfg.MaxStartupsPerAddress = 10
+	}
 	s := &Server{logger: logger.With("component", "sftpd"), requests: requests, cfg: cfg, limiter: newAuthLimiter(),
 		writers: map[string]*writeHandle{}}
+	s.gate = &startupGate{max: cfg.MaxStartups, maxPerHost: cfg.MaxStartupsPerAddress, perHost: map[string]int{},
+		logger: s.logger}
 	s.srv = &ssh.Server{
 		IdleTimeout:      cfg.IdleTimeout,
 		PublicKeyHandler: s.authenticate,
@@ -125,9 +148,18 @@ func New(logger *slog.Logger, requests RequestStore, cfg Config) (*Server, error
 		// for direct-tcpip or tcpip-forward).
 		ChannelHandlers: map[string]ssh.ChannelHandler{"session": s.handleSession},
 		RequestHandlers: map[string]ssh.RequestHandler{},
+		ConnCallback:    s.admit,
 		ServerConfigCallback: func(ctx ssh.Context) *gossh.ServerConfig {
 			c := &gossh.ServerConfig{MaxAuthTries: 10, ServerVersion: "SSH-2.0-upgrade-server"}
 			c.Ciphers = cfg.Ciphers
+			// Called once the client proved it holds an accepted key: the
+			// connection leaves the unauthenticated ones.
+			c.VerifiedPublicKeyCallback = func(_ gossh.ConnMetadata, _ gossh.PublicKey, p *gossh.Permissions, _ string) (*gossh.Permissions, error) {
+				if pc, ok := ctx.Value(preauthKey).(*preauthConn); ok {
+					pc.authenticated()
+				}
+				return p, nil
+			}
 			return c
 		},
 		ConnectionFailedCallback: func(conn net.Conn, err error) {
@@ -150,6 +182,97 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx
 
 // Close closes the listener and every connection at once.
 func (s *Server) Close() error { return s.srv.Close() }
+
+// admit lets a new connection in while the unauthenticated ones are under
+// their caps, and closes it when it has not authenticated within the
+// login grace time.
+func (s *Server) admit(ctx ssh.Context, conn net.Conn) net.Conn {
+	host := remoteHost(conn.RemoteAddr())
+	if !s.gate.enter(host) {
+		return nil // gliderlabs closes it
+	}
+	pc := &preauthConn{Conn: conn, host: host, gate: s.gate}
+	pc.timer = time.AfterFunc(s.cfg.LoginGrace, func() {
+		if pc.leave() {
+			s.logger.Info("ssh connection closed: not authenticated within the login grace time", "remote", host,
+				"grace", s.cfg.LoginGrace)
+			conn.Close()
+		}
+	})
+	ctx.SetValue(preauthKey, pc)
+	return pc
+}
+
+// startupGate counts the connections not yet authenticated, in total and
+// by address.
+type startupGate struct {
+	mu         sync.Mutex
+	max        int
+	maxPerHost int
+	total      int
+	perHost    map[string]int
+	logger     *slog.Logger
+	refused    int       // since the last log line
+	loggedAt   time.Time // one line every ten seconds at most: a flood must not flood the log
+}
+
+func (g *startupGate) enter(host string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.total >= g.max || g.perHost[host] >= g.maxPerHost {
+		g.refused++
+		if time.Since(g.loggedAt) >= 10*time.Second {
+			g.logger.Warn("ssh connections refused: too many unauthenticated connections", "remote", host,
+				"refused", g.refused, "unauthenticated", g.total, "from_address", g.perHost[host])
+			g.refused, g.loggedAt = 0, time.Now()
+		}
+		return false
+	}
+	g.total++
+	g.perHost[host]++
+	return true
+}
+
+func (g *startupGate) exit(host string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.total--
+	if g.perHost[host]--; g.perHost[host] <= 0 {
+		delete(g.perHost, host)
+	}
+}
+
+// preauthConn is a connection while it has not authenticated: it holds a
+// place in the gate until it authenticates, closes or runs out of grace.
+type preauthConn struct {
+	net.Conn
+	host  string
+	gate  *startupGate
+	timer *time.Timer
+	once  sync.Once
+}
+
+// leave gives the connection's place back; it reports whether this call
+// did (the first of authenticated, Close and the grace timer).
+func (c *preauthConn) leave() bool {
+	left := false
+	c.once.Do(func() {
+		left = true
+		c.gate.exit(c.host)
+	})
+	return left
+}
+
+func (c *preauthConn) authenticated() {
+	c.timer.Stop()
+	c.leave()
+}
+
+func (c *preauthConn) Close() error {
+	c.timer.Stop()
+	c.leave()
+	return c.Conn.Close()
+}
 
 // StopUpload stops this process's write handle of request id that holds
 // token, because a newer writer took the upload over (store.TakeUpload,
