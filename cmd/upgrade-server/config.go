@@ -43,7 +43,7 @@ var settings = []setting{
 	{"ssh-max-startups", "UPGRADE_SSH_MAX_STARTUPS", "100", "most SSH connections not yet authenticated at once; more are closed at once (sshd's MaxStartups)"},
 	{"ssh-max-startups-per-address", "UPGRADE_SSH_MAX_STARTUPS_PER_ADDRESS", "10", "most SSH connections not yet authenticated from one address"},
 	{"sftp-public-host", "UPGRADE_SFTP_PUBLIC_HOST", "", "host request_sftp_access advertises (default: the public URL's host)"},
-	{"sftp-public-port", "UPGRADE_SFTP_PUBLIC_PORT", "2200", "port request_sftp_access advertises"},
+	{"sftp-public-port", "UPGRADE_SFTP_PUBLIC_PORT", "2200", "port request_sftp_access advertises (0: the port the daemon is bound to)"},
 	{"sftp-access-ttl", "UPGRADE_SFTP_ACCESS_TTL", "24h", "how long an SFTP grant lasts"},
 	{"workers", "UPGRADE_WORKERS", "2", "requests processed at once by this process (0: none, an API-only replica)"},
 	{"engine", "UPGRADE_ENGINE", "builtin", "upgrade engine: builtin (restore, SQL upgrade, dump), command (your upgrade command) or passthrough (no PostgreSQL work)"},
@@ -139,7 +139,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	if cfg.UploadFsync, err = strconv.ParseBool(get("upload-fsync")); err != nil {
 		errs = append(errs, fmt.Errorf("--upload-fsync: %q is neither true nor false", get("upload-fsync")))
 	}
-	if cfg.SFTPPublicPort, err = strconv.Atoi(get("sftp-public-port")); err != nil || cfg.SFTPPublicPort < 1 || cfg.SFTPPublicPort > 65535 {
+	if cfg.SFTPPublicPort, err = strconv.Atoi(get("sftp-public-port")); err != nil || cfg.SFTPPublicPort < 0 || cfg.SFTPPublicPort > 65535 {
 		errs = append(errs, fmt.Errorf("--sftp-public-port: %q is not a port number", get("sftp-public-port")))
 	}
 	if cfg.SFTPAccessTTL, err = time.ParseDuration(get("sftp-access-ttl")); err != nil || cfg.SFTPAccessTTL <= 0 {

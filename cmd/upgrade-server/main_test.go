@@ -253,7 +253,7 @@ func TestConfig(t *testing.T) {
 		cfg.Region != "eu1" || cfg.SFTPPublicPort != 2200 || cfg.SFTPAccessTTL != 24*time.Hour {
 		t.Fatalf("cfg = %+v", cfg)
 	}
-	_, err = loadConfig([]string{"x", "--log-format", "xml", "--sftp-public-port", "0", "--max-upload-bytes", "lots"},
+	_, err = loadConfig([]string{"x", "--log-format", "xml", "--sftp-public-port", "-1", "--max-upload-bytes", "lots"},
 		func(string) string { return "" }, io.Discard)
 	for _, want := range []string{"--log-format", "--sftp-public-port", "--max-upload-bytes"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
