@@ -107,6 +107,10 @@ func addAdminRoutes(r chi.Router, logger *slog.Logger, requests RequestStore, op
 				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "body: " + err.Error()})
 				return
 			}
+			if strings.ContainsRune(body.CustomerMessage, 0) {
+				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "customer_message: a NUL character cannot be stored"})
+				return
+			}
 			to := storedState(body.State)
 			if to == "" {
 				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "unknown state " + strconv.Quote(body.State) +
@@ -130,6 +134,10 @@ func addAdminRoutes(r chi.Router, logger *slog.Logger, requests RequestStore, op
 			}
 			if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&body); err != nil {
 				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "body: " + err.Error()})
+				return
+			}
+			if strings.ContainsRune(body.Scenario, 0) {
+				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "scenario: a NUL character cannot be stored"})
 				return
 			}
 			var sc *string

@@ -204,3 +204,23 @@ func TestDeleteAndReset(t *testing.T) {
 		t.Fatalf("a new request shows a stale file: %v", st.Request["filesize"])
 	}
 }
+
+// TestAdminRefusesNUL: text the database cannot store is a 400, not an
+// internal error.
+func TestAdminRefusesNUL(t *testing.T) {
+	t.Parallel()
+	e := newAdminEnv(t)
+	id := e.create()
+	for path, body := range map[string]string{
+		"/admin/v1/requests/" + id["request"] + "/state":    `{"state": "failed", "customer_message": "a\u0000b"}`,
+		"/admin/v1/requests/" + id["request"] + "/scenario": `{"scenario": "fail=a\u0000b"}`,
+	} {
+		method := "POST"
+		if strings.HasSuffix(path, "scenario") {
+			method = "PUT"
+		}
+		if code, msg := e.admin(method, path, strings.NewReader(body)); code != 400 || !strings.Contains(string(msg), "NUL") {
+			t.Errorf("%s: HTTP %d %s", path, code, msg)
+		}
+	}
+}
