@@ -99,8 +99,10 @@ type Server struct {
 	limiter  *authLimiter
 	gate     *startupGate
 
-	mu      sync.Mutex
-	writers map[string]*writeHandle // open write handles of this process, by lease token
+	mu        sync.Mutex
+	writers   map[string]*writeHandle // open write handles of this process, by lease token
+	listeners []net.Listener
+	closed    bool
 }
 
 type ctxKey int
@@ -173,15 +175,49 @@ func New(logger *slog.Logger, requests RequestStore, cfg Config) (*Server, error
 }
 
 // Serve accepts connections on ln until Shutdown or Close; it then returns
-// ErrServerClosed.
-func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+// ErrServerClosed. A Shutdown or Close that comes first (even before Serve has begun to
+// accept, which gliderlabs/ssh alone would miss and then serve forever)
+// makes it return at once.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
+	err := s.srv.Serve(ln)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrServerClosed // whichever close came first
+	}
+	return err
+}
+
+// stopServing marks the server closed and closes the listeners Serve got.
+func (s *Server) stopServing() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+}
 
 // Shutdown stops accepting connections and waits for open sessions until
 // ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopServing()
+	return s.srv.Shutdown(ctx)
+}
 
 // Close closes the listener and every connection at once.
-func (s *Server) Close() error { return s.srv.Close() }
+func (s *Server) Close() error {
+	s.stopServing()
+	return s.srv.Close()
+}
 
 // admit lets a new connection in while the unauthenticated ones are under
 // their caps, and closes it when it has not authenticated within the

@@ -725,3 +725,37 @@ func TestFailedLoginsAreSlowedDown(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestShutdownBeforeServe: a shutdown that comes before Serve has begun
+// (a server stopped as soon as it started) still makes Serve return.
+func TestShutdownBeforeServe(t *testing.T) {
+	t.Parallel()
+	st, _ := pgtest.NewStore(t)
+	keys, err := sftpd.LoadHostKeys(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sftpd.New(slog.New(slog.NewTextHandler(io.Discard, nil)), st, sftpd.Config{HostSigners: keys, Data: datadir.New(t.TempDir())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, sftpd.ErrServerClosed) {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		srv.Close()
+		ln.Close()
+		t.Fatal("Serve kept serving after Shutdown")
+	}
+}
