@@ -44,10 +44,10 @@ type fsHandler struct {
 	lease    time.Duration
 	id       int64
 	metrics  *metrics.Metrics
-	// tell writes a line the user's client shows (the session's stderr).
-	tell func(msg string)
-	// hangUp closes the session's SSH connection.
-	hangUp func()
+	// tellFunc writes a line the user's client shows (the session's stderr).
+	tellFunc func(msg string)
+	// hangUpFunc closes the session's SSH connection.
+	hangUpFunc func()
 
 	mu     sync.Mutex
 	writer *writeHandle // this session's open write handle, if any
@@ -196,10 +196,21 @@ func (h *fsHandler) takeUpload() (string, *datadir.Lock, error) {
 		h.release(token)
 		if ctx.Err() != nil {
 			h.logger.Warn("sftp: the replaced writer did not stop in time", "err", err)
-			h.tell(errBusy.Error())
+			h.tellFunc(errBusy.Error())
 			return "", nil, errBusy
 		}
 		h.logger.Error("sftp: lock the upload", "err", err)
+		return "", nil, sftp.ErrSSHFxFailure
+	}
+	// A newer writer may have taken over while this one waited (its word
+	// came before this handle could hear it).
+	if err := h.requests.RenewUpload(h.ctx, h.id, token, h.lease); err != nil {
+		lock.Release()
+		if errors.Is(err, store.ErrLeaseLost) {
+			return "", nil, errTakenOver
+		}
+		h.release(token)
+		h.logger.Error("sftp: renew the upload lease", "err", err)
 		return "", nil, sftp.ErrSSHFxFailure
 	}
 	return token, lock, nil
@@ -293,7 +304,7 @@ func (h *fsHandler) tooLarge(end int64) {
 	msg := fmt.Sprintf("the upload would reach %d bytes, over this server's limit of %d bytes (%s); nothing past the limit is written",
 		end, max, byteSize(max))
 	h.logger.Info("sftp: upload over the limit refused", "end", end, "max_upload_bytes", max)
-	h.tell(msg)
+	h.tellFunc(msg)
 }
 
 // Filelist lists the root (the one visible file) and stats it.

@@ -506,7 +506,7 @@ func (s *Server) serveSFTP(ctx context.Context, ch io.ReadWriteCloser, id int64,
 		}
 	}()
 	h := &fsHandler{ctx: ctx, logger: logger, requests: s.requests, srv: s, data: s.cfg.Data, lease: s.cfg.UploadLease, id: id,
-		metrics: s.cfg.Metrics, tell: tell, hangUp: hangUp}
+		metrics: s.cfg.Metrics, tellFunc: tell, hangUpFunc: hangUp}
 	opts := []sftp.RequestServerOption{sftp.WithStartDirectory("/")}
 	if !s.cfg.NoAllocator {
 		opts = append(opts, sftp.WithRSAllocator())

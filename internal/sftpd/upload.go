@@ -228,8 +228,8 @@ func (w *writeHandle) revoke() {
 	w.wmu.Unlock()
 	w.h.logger.Info("sftp: a newer upload took this one over; closing its connection")
 	go func() { // a client that stopped reading must not hold up the newcomer
-		w.h.tell(errTakenOver.Error() + "; this connection is closed")
-		w.h.hangUp()
+		w.h.tellFunc(errTakenOver.Error() + "; this connection is closed")
+		w.h.hangUpFunc()
 	}()
 }
 
