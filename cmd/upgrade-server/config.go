@@ -30,7 +30,7 @@ var settings = []setting{
 	{"public-url", "UPGRADE_PUBLIC_URL", "", "base of every URL the API returns (default: derived from the listen address, localhost for 0.0.0.0)"},
 	{"region", "UPGRADE_REGION", "eu1", "region segment of status and file URLs"},
 	{"data-dir", "UPGRADE_DATA_DIR", "./data", "data directory: uploads, artifacts, host keys, embedded PostgreSQL"},
-	{"database-url", "UPGRADE_DATABASE_URL", "", "PostgreSQL URL (default: an embedded cluster in <data-dir>/postgres)"},
+	{"database-url", "UPGRADE_DATABASE_URL", "", "PostgreSQL URL or key=value connection string (default: an embedded cluster in <data-dir>/postgres)"},
 	{"scratch-database-url", "UPGRADE_SCRATCH_DATABASE_URL", "", "PostgreSQL server where uploads are restored, as a role with CREATEDB and CREATEROLE (default: the database URL's server)"},
 	{"targets", "UPGRADE_TARGETS", defaultTargets, "comma-separated valid target versions"},
 	{"contracts", "UPGRADE_CONTRACTS", "", "valid contracts: a comma-separated list, or @FILE with one per line (default: any non-empty contract)"},
@@ -40,8 +40,11 @@ var settings = []setting{
 	{"sftp-idle-timeout", "UPGRADE_SFTP_IDLE_TIMEOUT", "10m", "SFTP connections without traffic for this long are closed"},
 	{"sftp-ciphers", "UPGRADE_SFTP_CIPHERS", "aes128-gcm@openssh.com,aes256-gcm@openssh.com",
 		"SSH ciphers the daemon offers; add aes128-ctr,aes256-ctr or chacha20-poly1305@openssh.com for clients without AES-GCM (slower)"},
+	{"ssh-login-grace", "UPGRADE_SSH_LOGIN_GRACE", "30s", "an SSH connection that has not authenticated this long after it was accepted is closed (sshd's LoginGraceTime)"},
+	{"ssh-max-startups", "UPGRADE_SSH_MAX_STARTUPS", "100", "most SSH connections not yet authenticated at once; more are closed at once (sshd's MaxStartups)"},
+	{"ssh-max-startups-per-address", "UPGRADE_SSH_MAX_STARTUPS_PER_ADDRESS", "10", "most SSH connections not yet authenticated from one address"},
 	{"sftp-public-host", "UPGRADE_SFTP_PUBLIC_HOST", "", "host request_sftp_access advertises (default: the public URL's host)"},
-	{"sftp-public-port", "UPGRADE_SFTP_PUBLIC_PORT", "2200", "port request_sftp_access advertises"},
+	{"sftp-public-port", "UPGRADE_SFTP_PUBLIC_PORT", "2200", "port request_sftp_access advertises (0: the port the daemon is bound to)"},
 	{"sftp-access-ttl", "UPGRADE_SFTP_ACCESS_TTL", "24h", "how long an SFTP grant lasts"},
 	{"workers", "UPGRADE_WORKERS", "2", "requests processed at once by this process (0: none, an API-only replica)"},
 	{"engine", "UPGRADE_ENGINE", "builtin", "upgrade engine: builtin (restore, SQL upgrade, dump), command (your upgrade command) or passthrough (no PostgreSQL work)"},
@@ -57,10 +60,27 @@ var settings = []setting{
 	{"log-level", "UPGRADE_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
 }
 
-// loadConfig reads flags from args (args[0] is the program) with defaults
-// from getenv, and validates everything once.
+// errVersion: --version was given; run prints the version and stops.
+var errVersion = errors.New("version requested")
+
+const usageHead = `Usage: upgrade-server [flags]                 run the server
+       upgrade-server admin [--url URL] [--token TOKEN] COMMAND [ARGS]
+                                             drive a running server's admin API
+                                             (upgrade-server admin --help lists the commands)
+       upgrade-server --version              print the version
+
+upgrade-server: a self-hosted, wire-compatible Odoo Upgrade API.
+
+Every flag can also be set by its environment variable; a flag wins.
+
+`
+
+// loadConfig reads flags from args (args[0] is the program, whatever its
+// path: under go run it is in Go's build cache) with defaults from getenv,
+// and validates everything once. It returns flag.ErrHelp after printing
+// the usage for --help, and errVersion for --version.
 func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
-	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs := flag.NewFlagSet("upgrade-server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	vals := map[string]*string{}
 	for _, s := range settings {
@@ -70,10 +90,9 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 		}
 		vals[s.name] = fs.String(s.name, def, s.help)
 	}
+	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s [flags]\n\nupgrade-server: a self-hosted, wire-compatible Odoo Upgrade API.\n\n", args[0])
-		fmt.Fprintln(stderr, "Every flag can also be set by its environment variable; a flag wins.")
-		fmt.Fprintln(stderr)
+		fmt.Fprint(stderr, usageHead)
 		for _, s := range settings {
 			def := s.def
 			if def == "" {
@@ -81,9 +100,13 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 			}
 			fmt.Fprintf(stderr, "  --%s (%s, default %s)\n        %s\n", s.name, s.env, def, s.help)
 		}
+		fmt.Fprint(stderr, "  --version\n        print the version and exit\n")
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return Config{}, err
+	}
+	if *version {
+		return Config{}, errVersion
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -124,7 +147,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	if cfg.UploadFsync, err = strconv.ParseBool(get("upload-fsync")); err != nil {
 		errs = append(errs, fmt.Errorf("--upload-fsync: %q is neither true nor false", get("upload-fsync")))
 	}
-	if cfg.SFTPPublicPort, err = strconv.Atoi(get("sftp-public-port")); err != nil || cfg.SFTPPublicPort < 1 || cfg.SFTPPublicPort > 65535 {
+	if cfg.SFTPPublicPort, err = strconv.Atoi(get("sftp-public-port")); err != nil || cfg.SFTPPublicPort < 0 || cfg.SFTPPublicPort > 65535 {
 		errs = append(errs, fmt.Errorf("--sftp-public-port: %q is not a port number", get("sftp-public-port")))
 	}
 	if cfg.SFTPAccessTTL, err = time.ParseDuration(get("sftp-access-ttl")); err != nil || cfg.SFTPAccessTTL <= 0 {
@@ -132,6 +155,15 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	}
 	if cfg.SFTPIdleTimeout, err = time.ParseDuration(get("sftp-idle-timeout")); err != nil || cfg.SFTPIdleTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--sftp-idle-timeout: %q is not a positive duration such as 10m", get("sftp-idle-timeout")))
+	}
+	if cfg.SSHLoginGrace, err = time.ParseDuration(get("ssh-login-grace")); err != nil || cfg.SSHLoginGrace <= 0 {
+		errs = append(errs, fmt.Errorf("--ssh-login-grace: %q is not a positive duration such as 30s", get("ssh-login-grace")))
+	}
+	if cfg.SSHMaxStartups, err = strconv.Atoi(get("ssh-max-startups")); err != nil || cfg.SSHMaxStartups < 1 {
+		errs = append(errs, fmt.Errorf("--ssh-max-startups: %q is not a positive number", get("ssh-max-startups")))
+	}
+	if cfg.SSHMaxStartupsPerAddress, err = strconv.Atoi(get("ssh-max-startups-per-address")); err != nil || cfg.SSHMaxStartupsPerAddress < 1 {
+		errs = append(errs, fmt.Errorf("--ssh-max-startups-per-address: %q is not a positive number", get("ssh-max-startups-per-address")))
 	}
 	for _, c := range strings.Split(get("sftp-ciphers"), ",") {
 		if c = strings.TrimSpace(c); c == "" {

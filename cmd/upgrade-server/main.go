@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	_ "time/tzdata" // time zone names for create's timezone, whatever the host has
 
@@ -34,13 +35,19 @@ func main() {
 var logLevels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
 
 // run is the whole program; it returns when ctx ends or on SIGINT/SIGTERM,
-// after a graceful shutdown. Once listening it prints
-// "upgrade-server: http listening on <url>" to stdout.
+// after a graceful shutdown. Once listening it prints two lines to stdout,
+// "upgrade-server: http listening on <url>" (a URL a person can open:
+// localhost for a wildcard address) and "upgrade-server: sftp listening on
+// <host:port>".
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
 	cfg, err := loadConfig(args, getenv, stderr)
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(stdout, "upgrade-server", version())
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -52,7 +59,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger := slog.New(handler)
 
 	return app.Serve(ctx, cfg, logger, func(a app.Addrs) {
-		fmt.Fprintf(stdout, "upgrade-server: http listening on http://%s\n", a.HTTP)
-		fmt.Fprintf(stdout, "upgrade-server: sftp listening on %s\n", a.SFTP)
+		fmt.Fprintf(stdout, "upgrade-server: http listening on %s\n", a.LocalURL)
+		fmt.Fprintf(stdout, "upgrade-server: sftp listening on %s\n", a.LocalSFTP)
 	})
+}
+
+// version is the module version this binary was built from ("v1.2.3"), or
+// "devel" for a build from a checkout (go run, go build), with the commit
+// when the build recorded it.
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	v := info.Main.Version
+	if v == "" || v == "(devel)" {
+		v = "devel"
+	}
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified"
+			}
+		}
+	}
+	if rev != "" {
+		v += " (" + rev[:min(12, len(rev))] + modified + ")"
+	}
+	return v + " " + info.GoVersion
 }

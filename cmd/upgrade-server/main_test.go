@@ -10,11 +10,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -182,10 +184,7 @@ func TestSeedSFTPFlow(t *testing.T) {
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(work, "id_ed25519")).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v %s", err, out)
 	}
-	_, port, _ := strings.Cut(s.sftp, "]:")
-	if port == "" {
-		_, port, _ = strings.Cut(s.sftp, ":")
-	}
+	_, port, _ := net.SplitHostPort(s.sftp)
 	cmd := exec.Command("bash", "testdata/seed_sftp_flow.sh")
 	cmd.Env = append(os.Environ(), "BASE="+s.url, "WORKDIR="+work, "SFTP_PORT="+port)
 	out, err := cmd.CombinedOutput()
@@ -254,7 +253,7 @@ func TestConfig(t *testing.T) {
 		cfg.Region != "eu1" || cfg.SFTPPublicPort != 2200 || cfg.SFTPAccessTTL != 24*time.Hour {
 		t.Fatalf("cfg = %+v", cfg)
 	}
-	_, err = loadConfig([]string{"x", "--log-format", "xml", "--sftp-public-port", "0", "--max-upload-bytes", "lots"},
+	_, err = loadConfig([]string{"x", "--log-format", "xml", "--sftp-public-port", "-1", "--max-upload-bytes", "lots"},
 		func(string) string { return "" }, io.Discard)
 	for _, want := range []string{"--log-format", "--sftp-public-port", "--max-upload-bytes"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -262,13 +261,54 @@ func TestConfig(t *testing.T) {
 		}
 	}
 	var help strings.Builder
-	if _, err := loadConfig([]string{"x", "--help"}, func(string) string { return "" }, &help); !errors.Is(err, flag.ErrHelp) {
+	// Under go run, args[0] is a path in Go's build cache.
+	goRun := "/tmp/go-build2926468/b001/exe/upgrade-server"
+	if _, err := loadConfig([]string{goRun, "--help"}, func(string) string { return "" }, &help); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("--help: %v", err)
 	}
 	for _, s := range settings {
 		if !strings.Contains(help.String(), "--"+s.name+" ("+s.env+", default ") {
 			t.Errorf("--help does not list %s with its variable and default", s.name)
 		}
+	}
+	if !strings.HasPrefix(help.String(), "Usage: upgrade-server [flags]") || strings.Contains(help.String(), "go-build") ||
+		!strings.Contains(help.String(), "upgrade-server admin") || !strings.Contains(help.String(), "--version") {
+		t.Errorf("--help:\n%s", help.String())
+	}
+	var out strings.Builder
+	if err := run(context.Background(), []string{goRun, "--version"}, func(string) string { return "" }, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^upgrade-server (devel|v\S+)( \([0-9a-f]+(, modified)?\))? go\S+\n$`).MatchString(out.String()) {
+		t.Errorf("--version printed %q", out.String())
+	}
+}
+
+// TestREADMEListsEverySetting keeps the configuration table complete.
+func TestREADMEListsEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settings {
+		if !strings.Contains(string(readme), "| `--"+s.name+"` | `"+s.env+"` |") {
+			t.Errorf("README.md's configuration table lacks --%s / %s", s.name, s.env)
+		}
+	}
+}
+
+// TestStartupNamesAnOpenableAddress: listening on every interface, the
+// server prints http://localhost:PORT, not http://[::]:PORT.
+func TestStartupNamesAnOpenableAddress(t *testing.T) {
+	s := startServer(t, map[string]string{
+		"UPGRADE_DATABASE_URL": pgtest.NewSchema(t),
+		"UPGRADE_HTTP_ADDR":    ":0",
+		"UPGRADE_SFTP_ADDR":    ":0",
+		"UPGRADE_DATA_DIR":     t.TempDir(),
+		"UPGRADE_WORKERS":      "0",
+	})
+	if !regexp.MustCompile(`^http://localhost:\d+$`).MatchString(s.url) || !regexp.MustCompile(`^localhost:\d+$`).MatchString(s.sftp) {
+		t.Fatalf("start-up lines name %q and %q", s.url, s.sftp)
 	}
 }
 

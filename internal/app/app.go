@@ -56,29 +56,48 @@ type Config struct {
 	SFTPPublicHost    string
 	SFTPPublicPort    int
 	SFTPAccessTTL     time.Duration
-	ShutdownTimeout   time.Duration
-	Workers           int
-	Engine            string
-	EngineCommand     string
-	EngineTimeout     time.Duration
-	ToolsUser         string
-	MaxRestoreBytes   int64
-	ScriptsDir        string
-	MockDuration      time.Duration
-	AdminToken        string
-	LogFormat         string
-	LogLevel          string
+	// SSHLoginGrace, SSHMaxStartups and SSHMaxStartupsPerAddress bound the
+	// connections that have not authenticated (sftpd.Config; zero: defaults).
+	SSHLoginGrace            time.Duration
+	SSHMaxStartups           int
+	SSHMaxStartupsPerAddress int
+	ShutdownTimeout          time.Duration
+	Workers                  int
+	Engine                   string
+	EngineCommand            string
+	EngineTimeout            time.Duration
+	ToolsUser                string
+	MaxRestoreBytes          int64
+	ScriptsDir               string
+	MockDuration             time.Duration
+	AdminToken               string
+	LogFormat                string
+	LogLevel                 string
 }
 
 // Addrs are where a running server listens.
 type Addrs struct {
 	HTTP, SFTP net.Addr
 	PublicURL  string
+	// LocalURL is the HTTP address as a URL a person on this machine can
+	// open (http://localhost:8080 for a wildcard [::]:8080), and LocalSFTP
+	// the SFTP address likewise (localhost:2200).
+	LocalURL, LocalSFTP string
 }
 
 // Serve runs the server until ctx ends, then shuts it down gracefully.
-// ready, if set, is called once both listeners are bound.
-func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addrs)) error {
+// ready, if set, is called once both listeners are bound. Neither its error
+// nor any log line holds the database password, in whatever form the URL
+// gives it.
+func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addrs)) (err error) {
+	secrets := dsnSecrets(cfg.DatabaseURL)
+	logger = redactLogs(logger, secrets)
+	defer func() { err = redactErr(err, secrets) }()
+	return serve(ctx, cfg, logger, ready)
+}
+
+func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addrs)) error {
+	secrets := dsnSecrets(cfg.DatabaseURL)
 	contractValid, nContracts, err := contractChecker(cfg.Contracts)
 	if err != nil {
 		return err
@@ -117,16 +136,16 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		}
 	}
 	if err := store.Migrate(ctx, dbURL, migrations.FS); err != nil {
-		return fmt.Errorf("database %s: %w", redactURL(dbURL), err)
+		return fmt.Errorf("database %s: %w", redact(dbURL, secrets), err)
 	}
 	poolCfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
-		return fmt.Errorf("database URL: %w", errors.New("cannot parse it"))
+		return fmt.Errorf("database %s: %w", redact(dbURL, secrets), err)
 	}
 	poolCfg.MaxConns = 32
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
-		return fmt.Errorf("database %s: %w", redactURL(dbURL), err)
+		return fmt.Errorf("database %s: %w", redact(dbURL, secrets), err)
 	}
 	defer pool.Close()
 	st := store.New(pool)
@@ -138,8 +157,24 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		return err
 	}
 	fingerprints := sftpd.Fingerprints(hostKeys)
+	// Start-up housekeeping of the data directory: finish or drop imports a
+	// crash interrupted, and remove the part files of interrupted HTTP
+	// uploads (only those no live writer holds, of this process or another
+	// sharing the directory, and older than an upload lease).
+	if err := httpapi.RecoverImports(ctx, logger, st, data); err != nil {
+		return fmt.Errorf("recover interrupted imports: %w", err)
+	}
+	if removed, err := data.SweepParts(uploadLease); err != nil {
+		logger.Warn("sweep interrupted uploads", "err", err)
+	} else if len(removed) > 0 {
+		logger.Info("removed the part files of interrupted uploads", "files", len(removed))
+	}
+	uploads := httpapi.NewUploads()
+
 	sftpSrv, err := sftpd.New(logger, st, sftpd.Config{HostSigners: hostKeys, Data: data, IdleTimeout: cfg.SFTPIdleTimeout,
-		Ciphers: cfg.SFTPCiphers, Metrics: met, Faults: faults})
+		Ciphers: cfg.SFTPCiphers, Metrics: met, Faults: faults, UploadLease: uploadLease, MaxUploadBytes: cfg.MaxUploadBytes,
+		UploadFsync: cfg.UploadFsync, LoginGrace: cfg.SSHLoginGrace, MaxStartups: cfg.SSHMaxStartups,
+		MaxStartupsPerAddress: cfg.SSHMaxStartupsPerAddress})
 	if err != nil {
 		return err
 	}
@@ -198,6 +233,8 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		ContractValidFunc: contractValid,
 		MaxUploadBytes:    cfg.MaxUploadBytes,
 		NoUploadSync:      !cfg.UploadFsync,
+		UploadLease:       uploadLease,
+		Uploads:           uploads,
 		SFTPHost:          sftpHost,
 		SFTPPort:          cfg.SFTPPublicPort,
 		SFTPHostKeys:      fingerprints,
@@ -221,8 +258,25 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 	logger.Info("sftp daemon started", "sftp_addr", sshLn.Addr().String(), "advertised", fmt.Sprintf("%s:%d", sftpHost, cfg.SFTPPublicPort),
 		"host_keys", fingerprints)
 	if ready != nil {
-		ready(Addrs{HTTP: ln.Addr(), SFTP: sshLn.Addr(), PublicURL: publicURL})
+		ready(Addrs{HTTP: ln.Addr(), SFTP: sshLn.Addr(), PublicURL: publicURL,
+			LocalURL: derivePublicURL(ln.Addr()), LocalSFTP: strings.TrimPrefix(derivePublicURL(sshLn.Addr()), "http://")})
 	}
+
+	// A writer that takes an upload over (in any process) announces it;
+	// the front end holding the replaced writer here stops it at once. The
+	// listener outlives the listeners' shutdown, while uploads finish.
+	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopListening()
+	listening := make(chan struct{})
+	go func() {
+		defer close(listening)
+		st.ListenUploads(listenCtx, func(id int64, token string) {
+			if !sftpSrv.StopUpload(id, token) {
+				uploads.Stop(id, token)
+			}
+		})
+	}()
+	defer func() { stopListening(); <-listening }()
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -235,7 +289,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		g.Go(func() error { return wrk.Run(gctx) })
 	}
 	g.Go(func() error {
-		if err := sftpSrv.Serve(sshLn); err != nil && !errors.Is(err, sftpd.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		if err := sftpSrv.Serve(sshLn); err != nil && !errors.Is(err, sftpd.ErrServerClosed) {
 			return fmt.Errorf("sftp: %w", err)
 		}
 		return nil
@@ -253,9 +307,6 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 				logger.Warn("sftp shutdown timed out; closing the remaining sessions", "err", err)
 				sftpSrv.Close()
 			}
-			// A Shutdown that came before Serve took the listener (a stop
-			// during start-up) leaves Serve waiting on it: close it here.
-			sshLn.Close()
 		}()
 		if err := srv.Shutdown(sctx); err != nil {
 			logger.Warn("shutdown timed out; closing the remaining connections", "err", err)
@@ -267,14 +318,11 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 	return g.Wait()
 }
 
-// redactURL drops the password of a database URL for messages.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
-}
+// uploadLease is how long an upload's lease lasts between renewals: a
+// writer that vanished without a word frees its request after it, and a
+// writer that took an upload over waits up to half of it for the one it
+// replaced to stop.
+const uploadLease = time.Minute
 
 // derivePublicURL builds the base URL from the bound listen address: the
 // unspecified address becomes localhost, never 0.0.0.0.

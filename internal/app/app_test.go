@@ -18,8 +18,6 @@ import (
 	"github.com/upgrade-server/upgrade-server/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Exit(m) }
-
 func TestDerivePublicURL(t *testing.T) {
 	for addr, want := range map[string]string{
 		"0.0.0.0:8080": "http://localhost:8080", "[::]:8080": "http://localhost:8080",

@@ -28,7 +28,8 @@ type AdminStore interface {
 	DeleteRequest(ctx context.Context, id int64) error
 	DeleteAllRequests(ctx context.Context) ([]int64, error)
 	ExportFixtures(ctx context.Context) ([]store.Fixture, error)
-	ImportFixtures(ctx context.Context, fixtures []store.Fixture, replace bool) ([]int64, error)
+	ImportFixtures(ctx context.Context, fixtures []store.Fixture, replace bool, nonce string) (imported, removed []int64, err error)
+	ImportStore
 }
 
 // adminRequest is a request as the admin API shows it: the v1 record plus
@@ -106,6 +107,10 @@ func addAdminRoutes(r chi.Router, logger *slog.Logger, requests RequestStore, op
 				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "body: " + err.Error()})
 				return
 			}
+			if strings.ContainsRune(body.CustomerMessage, 0) {
+				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "customer_message: a NUL character cannot be stored"})
+				return
+			}
 			to := storedState(body.State)
 			if to == "" {
 				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "unknown state " + strconv.Quote(body.State) +
@@ -129,6 +134,10 @@ func addAdminRoutes(r chi.Router, logger *slog.Logger, requests RequestStore, op
 			}
 			if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&body); err != nil {
 				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "body: " + err.Error()})
+				return
+			}
+			if strings.ContainsRune(body.Scenario, 0) {
+				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "scenario: a NUL character cannot be stored"})
 				return
 			}
 			var sc *string
@@ -295,6 +304,10 @@ func adminJSON(w http.ResponseWriter, status int, v any) {
 
 func adminError(w http.ResponseWriter, logger *slog.Logger, r *http.Request, status int, err error) {
 	id := correlationID(r.Context())
+	if r.Context().Err() != nil { // the client went away
+		logger.Info("admin: client gone before the answer", "correlation_id", id, "err", err)
+		return
+	}
 	logger.Error("admin", "correlation_id", id, "err", err)
 	adminJSON(w, status, map[string]string{"error": "internal error (reference " + id + ")"})
 }

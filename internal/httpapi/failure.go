@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -18,20 +19,12 @@ type failure struct {
 	Param    string   `json:"param,omitempty"`
 }
 
-// The failure reasons. TARGET:INVALID and CONTRACT:NOT_FOUND are Odoo's own;
+// The failure reasons of the HTTP API; those of the parameters are
+// internal/input's. TARGET:INVALID and CONTRACT:NOT_FOUND are Odoo's own;
 // the others follow their AREA:PROBLEM style. README.md lists them all.
 const (
-	reasonTargetInvalid    = "TARGET:INVALID"
-	reasonContractNotFound = "CONTRACT:NOT_FOUND"
-	reasonScenarioInvalid  = "SCENARIO:INVALID"
-	reasonParamMissing     = "PARAM:MISSING"
-	reasonParamInvalid     = "PARAM:INVALID"
 	reasonParamsMalformed  = "PARAMS:MALFORMED"
 	reasonParamsTooLarge   = "PARAMS:TOO_LARGE"
-	reasonAimInvalid       = "AIM:INVALID"
-	reasonEmailInvalid     = "EMAIL:INVALID"
-	reasonFilenameInvalid  = "FILENAME:INVALID"
-	reasonTimezoneInvalid  = "TIMEZONE:INVALID"
 	reasonRequestNotFound  = "REQUEST:NOT_FOUND"
 	reasonStateInvalid     = "STATE:INVALID"
 	reasonUploadEmpty      = "UPLOAD:EMPTY"
@@ -40,8 +33,6 @@ const (
 	reasonUploadInProgress = "UPLOAD:IN_PROGRESS"
 	reasonUploadMissing    = "UPLOAD:MISSING"
 	reasonUploadNoSpace    = "UPLOAD:NO_SPACE"
-	reasonSSHKeysInvalid   = "SSH_KEYS:INVALID"
-	reasonSSHKeysEmpty     = "SSH_KEYS:EMPTY"
 	reasonFileNotFound     = "FILE:NOT_FOUND"
 	reasonRouteNotFound    = "ROUTE:NOT_FOUND"
 	reasonMethodNotAllowed = "METHOD:NOT_ALLOWED"
@@ -50,13 +41,19 @@ const (
 
 func ptr[T any](v T) *T { return &v }
 
-func missingParam(name string) failure {
-	return failure{Reason: reasonParamMissing, Message: fmt.Sprintf("Missing parameter %q", name), Param: name}
+func missingParam(name string) failure { return fromProblem(input.Missing(name)) }
+
+// fromProblems renders internal/input's problems as v1 failures.
+func fromProblems(probs []input.Problem) []failure {
+	var out []failure
+	for _, p := range probs {
+		out = append(out, fromProblem(p))
+	}
+	return out
 }
 
-func invalidParam(name, value, why string) failure {
-	return failure{Reason: reasonParamInvalid, Message: fmt.Sprintf("Invalid value %q for parameter %q: %s", value, name, why),
-		Param: name, Value: ptr(value)}
+func fromProblem(p input.Problem) failure {
+	return failure{Reason: p.Reason, Message: p.Message, Code: p.Code, Value: p.Value, Expected: p.Expected, Param: p.Param}
 }
 
 func requestNotFound() failure {

@@ -47,7 +47,8 @@ func TestCreateFailures(t *testing.T) {
 			with(createParams, "aim", "prod", "email", "john@", "filename", "../etc/passwd", "timezone", "Mars/Olympus"), []failure{
 				{Reason: "EMAIL:INVALID", Message: `Invalid e-mail address "john@"`, Value: ptr("john@")},
 				{Reason: "AIM:INVALID", Message: `Invalid value "prod"`, Value: ptr("prod"), Expected: []string{"test", "production"}},
-				{Reason: "FILENAME:INVALID", Message: "A file name is one plain name (no slash, no control character, at most 255 bytes)", Value: ptr("../etc/passwd")},
+				{Reason: "FILENAME:INVALID", Message: "A file name is one plain name: no slash or backslash, no control or format character " +
+					"(such as Unicode direction marks), not . or .., at most 255 bytes", Value: ptr("../etc/passwd")},
 				{Reason: "TIMEZONE:INVALID", Message: `Unknown time zone "Mars/Olympus" (use an IANA name such as Europe/Brussels)`, Value: ptr("Mars/Olympus")},
 			}},
 	}
@@ -262,7 +263,10 @@ func TestUploadCutMidBody(t *testing.T) {
 	waitFor(t, "the partial file to go", func() bool { return len(partFiles(e, reqID)) == 0 })
 }
 
-func TestConcurrentUploads(t *testing.T) {
+// TestNewUploadTakesOver: a second upload of a request takes it over at
+// once; the first ends UPLOAD:INTERRUPTED, says why and keeps nothing;
+// process meanwhile answers UPLOAD:IN_PROGRESS.
+func TestNewUploadTakesOver(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	id := e.create()
@@ -285,18 +289,19 @@ func TestConcurrentUploads(t *testing.T) {
 		r, _ := e.store.Request(context.Background(), reqID)
 		return r.Uploading
 	})
-	if a := e.upload("POST", id, strings.NewReader("second")); !slices.Equal(a.reasons(), []string{"UPLOAD:IN_PROGRESS"}) {
-		t.Fatalf("second upload: %s", a.raw)
-	}
 	if a := e.get("process", id); !slices.Equal(a.reasons(), []string{"UPLOAD:IN_PROGRESS"}) {
 		t.Fatalf("process during upload: %s", a.raw)
 	}
-	pw.Write(bytes.Repeat([]byte("b"), 1<<20))
-	pw.Close()
+	noFailures(t, "second upload", e.upload("POST", id, strings.NewReader("second")))
 	got := <-first
-	if !bytes.Contains(got.raw, []byte(`"failures": []`)) || !bytes.Contains(got.raw, []byte(`"filesize": "2.00 Mb"`)) {
+	pw.Close()
+	if !bytes.Contains(got.raw, []byte(`"UPLOAD:INTERRUPTED"`)) || !bytes.Contains(got.raw, []byte("newer upload")) {
 		t.Fatalf("first upload: %s", got.raw)
 	}
+	if b, _ := os.ReadFile(e.data.Path(reqID, datadir.Upload)); string(b) != "second" {
+		t.Fatalf("the upload holds %d bytes, not the second upload", len(b))
+	}
+	assertNoPartFiles(t, e, reqID)
 	noFailures(t, "process", e.get("process", id))
 }
 

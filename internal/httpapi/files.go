@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -26,7 +28,7 @@ type artifactRoute struct {
 	artifact datadir.Artifact
 	ctype    string
 	inline   bool
-	name     func(r store.Request) string // the download's file name
+	name     func(r store.Request) string // the download's file name (input.ShownName, never the raw one)
 	// sqlOf, for the SQL URLs, is the dump converted on the fly when the
 	// pipeline kept no SQL file.
 	sqlOf datadir.Artifact
@@ -34,13 +36,13 @@ type artifactRoute struct {
 
 var artifactRoutes = []artifactRoute{
 	{path: "original/archive", artifact: datadir.Upload, ctype: "application/octet-stream",
-		name: func(r store.Request) string { return r.Filename }},
+		name: func(r store.Request) string { return input.ShownName(r.Filename) }},
 	{path: "original/sql", artifact: datadir.OriginalSQL, ctype: "application/sql; charset=utf-8", sqlOf: datadir.Upload,
-		name: func(r store.Request) string { return stem(r.Filename) + ".sql" }},
+		name: func(r store.Request) string { return stem(input.ShownName(r.Filename)) + ".sql" }},
 	{path: "upgraded/archive", artifact: datadir.UpgradedArchive, ctype: "application/octet-stream",
-		name: func(r store.Request) string { return "upgraded_" + r.Filename }},
+		name: func(r store.Request) string { return "upgraded_" + input.ShownName(r.Filename) }},
 	{path: "upgraded/sql", artifact: datadir.UpgradedSQL, ctype: "application/sql; charset=utf-8", sqlOf: datadir.UpgradedArchive,
-		name: func(r store.Request) string { return "upgraded_" + stem(r.Filename) + ".sql" }},
+		name: func(r store.Request) string { return "upgraded_" + stem(input.ShownName(r.Filename)) + ".sql" }},
 	{path: "upgraded/notes", artifact: datadir.Notes, ctype: "text/html; charset=utf-8", inline: true,
 		name: func(r store.Request) string { return fmt.Sprintf("upgrade_notes_%d.html", r.ID) }},
 	{path: "modules/archive", artifact: datadir.Modules, ctype: "application/zip",
@@ -58,10 +60,19 @@ func stem(name string) string {
 }
 
 // pathRequest authenticates /database/<region>/<id>/<key>/…: a wrong region,
-// id or key all look like an unknown request.
+// id or key all look like an unknown request. Each segment is read
+// percent-decoded (a key may come with %3D for "="), and the id only in its
+// canonical form ("58", never "+58", "058" or " 58"), so a request has one
+// URL.
 func pathRequest(ctx context.Context, r *http.Request, requests RequestStore, opts Options) (store.Request, bool, error) {
-	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
-	if err != nil || id <= 0 || chi.URLParam(r, "region") != opts.Region {
+	region, err1 := url.PathUnescape(chi.URLParam(r, "region"))
+	rawID, err2 := url.PathUnescape(chi.URLParam(r, "id"))
+	key, err3 := url.PathUnescape(chi.URLParam(r, "key"))
+	if err1 != nil || err2 != nil || err3 != nil || region != opts.Region {
+		return store.Request{}, false, nil
+	}
+	id, ok := input.RequestID(rawID)
+	if !ok {
 		return store.Request{}, false, nil
 	}
 	req, err := requests.Request(ctx, id)
@@ -71,7 +82,7 @@ func pathRequest(ctx context.Context, r *http.Request, requests RequestStore, op
 	if err != nil {
 		return store.Request{}, false, err
 	}
-	if subtle.ConstantTimeCompare([]byte(req.Key), []byte(chi.URLParam(r, "key"))) != 1 {
+	if subtle.ConstantTimeCompare([]byte(req.Key), []byte(key)) != 1 {
 		return store.Request{}, false, nil
 	}
 	return req, true, nil

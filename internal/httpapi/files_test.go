@@ -208,8 +208,10 @@ func TestStatusKeyOrder(t *testing.T) {
 	}
 }
 
-// TestSFTPUploadIsAnUpload: a shared file written in place (as the SFTP
-// daemon does) shows its live size, and process records size and sha256.
+// TestSFTPUploadIsAnUpload: a shared file being written in place (as the
+// SFTP daemon does) shows its live size; process refuses while the writer
+// holds the lease and, once the writer has recorded it, queues it with one
+// store call.
 func TestSFTPUploadIsAnUpload(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, func(o *httpapi.Options) { o.SFTPHostKeys = []string{"ssh-ed25519 SHA256:abc"} })
@@ -223,27 +225,38 @@ func TestSFTPUploadIsAnUpload(t *testing.T) {
 	if a := e.get("process", id); !slices.Equal(a.reasons(), []string{"UPLOAD:MISSING"}) {
 		t.Fatalf("process with an empty shared file: %s", a.raw)
 	}
+	ctx := context.Background()
+	if _, err := e.store.TakeUpload(ctx, reqID, "sftp", time.Minute, true); err != nil {
+		t.Fatal(err)
+	}
 	dump := bytes.Repeat([]byte("sftp"), 300000)
 	os.WriteFile(e.data.Path(reqID, datadir.Upload), dump, 0o600)
 	if a := e.get("status", id); a.Request["filesize"] != "1.14 Mb" {
 		t.Fatalf("live size: %v", a.Request["filesize"])
 	}
-	// While a writer holds the lease, process refuses.
-	if err := e.store.BeginInPlaceUpload(context.Background(), reqID, "sftp", time.Minute); err != nil {
-		t.Fatal(err)
-	}
 	if a := e.get("process", id); !slices.Equal(a.reasons(), []string{"UPLOAD:IN_PROGRESS"}) {
 		t.Fatalf("process during an SFTP write: %s", a.raw)
 	}
-	e.store.AbortUpload(context.Background(), reqID, "sftp")
+	// A writer that ends without recording (a dropped connection) leaves
+	// no complete upload: the bytes alone are not one.
+	e.store.AbortUpload(ctx, reqID, "sftp")
+	if a := e.get("process", id); !slices.Equal(a.reasons(), []string{"UPLOAD:MISSING"}) {
+		t.Fatalf("process after an unrecorded SFTP write: %s", a.raw)
+	}
+	if _, err := e.store.TakeUpload(ctx, reqID, "sftp2", time.Minute, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.CompleteUpload(ctx, reqID, "sftp2", int64(len(dump)), fileSHA(t, e.data.Path(reqID, datadir.Upload))); err != nil {
+		t.Fatal(err)
+	}
 	a := e.get("process", id)
 	noFailures(t, "process", a)
-	r, _ := e.store.Request(context.Background(), reqID)
-	if r.State != store.StateQueued || *r.UploadSize != int64(len(dump)) || *r.UploadSHA256 != fileSHA(t, e.data.Path(reqID, datadir.Upload)) {
+	r, _ := e.store.Request(ctx, reqID)
+	if r.State != store.StateQueued || *r.UploadSize != int64(len(dump)) {
 		t.Fatalf("after process: %+v", r)
 	}
 	_, page := e.fetch("GET", a.Request["status_url"].(string))
-	for _, want := range []string{"ssh-ed25519 SHA256:abc", "sftp -P 2200 user_" + id["request"] + "@sftp.example.test", "Upload received over SFTP"} {
+	for _, want := range []string{"ssh-ed25519 SHA256:abc", "sftp -P 2200 user_" + id["request"] + "@sftp.example.test"} {
 		if !strings.Contains(string(page), want) {
 			t.Errorf("status page lacks %q", want)
 		}

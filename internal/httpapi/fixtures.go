@@ -3,6 +3,7 @@ package httpapi
 import (
 	"archive/tar"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -51,7 +51,11 @@ func handleExport(logger *slog.Logger, admin AdminStore, opts Options) http.Hand
 			}
 			for _, a := range fixtureFiles {
 				if err := addFile(tw, opts.Data.Path(id, a), fmt.Sprintf("requests/%d/%s", id, a)); err != nil {
-					logger.Error("export", "request_id", id, "err", err)
+					level := slog.LevelError
+					if r.Context().Err() != nil {
+						level = slog.LevelInfo // the client went away
+					}
+					logger.Log(r.Context(), level, "export", "request_id", id, "err", err)
 					return // the truncated stream tells the client
 				}
 			}
@@ -91,9 +95,13 @@ func fixtureID(f store.Fixture) (int64, error) {
 	return row.ID, nil
 }
 
-// handleImport reads an export: the requests go in one transaction
-// (replacing all unless ?replace=false), then their files are moved into
-// place; nothing changes when the archive is malformed.
+// handleImport reads an export. Its files are staged first (under
+// temporary names in the data directory), then the requests go in one
+// transaction (replacing all unless ?replace=false), and only once it has
+// committed are the request folders swapped for the staged ones; the
+// folders of removed requests go last. A damaged export, or one the
+// database refuses, changes nothing; a crash after the commit is finished
+// by the next start (RecoverImports).
 func handleImport(logger *slog.Logger, admin AdminStore, opts Options) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		bad := func(format string, args ...any) {
@@ -115,21 +123,28 @@ func handleImport(logger *slog.Logger, admin AdminStore, opts Options) http.Hand
 			bad("fixtures.json: %v", err)
 			return
 		}
+		staging, err := opts.Data.NewStaging()
+		if err != nil {
+			adminError(w, logger, r, http.StatusInternalServerError, err)
+			return
+		}
+		discard := func() {
+			if err := staging.Discard(); err != nil {
+				logger.Warn("import: remove the staged files", "err", err)
+			}
+		}
 		ids := map[int64]bool{}
 		for _, f := range fixtures {
 			id, err := fixtureID(f)
+			if err == nil {
+				err = staging.AddRequest(id)
+			}
 			if err != nil {
+				discard()
 				bad("%v", err)
 				return
 			}
 			ids[id] = true
-		}
-		// Files go to temporary names first.
-		var staged []string
-		cleanup := func() {
-			for _, p := range staged {
-				os.Remove(p)
-			}
 		}
 		for {
 			h, err := tr.Next()
@@ -137,58 +152,84 @@ func handleImport(logger *slog.Logger, admin AdminStore, opts Options) http.Hand
 				break
 			}
 			if err != nil {
-				cleanup()
+				discard()
 				bad("the archive is damaged: %v", err)
 				return
 			}
 			id, name, ok := fixturePath(h.Name)
 			if !ok || !ids[id] || h.Typeflag != tar.TypeReg {
-				cleanup()
+				discard()
 				bad("unexpected member %q", h.Name)
 				return
 			}
-			dir, err := opts.Data.EnsureRequest(id)
-			if err != nil {
-				cleanup()
-				adminError(w, logger, r, http.StatusInternalServerError, err)
-				return
-			}
-			tmp := filepath.Join(dir, ".import-"+name)
-			if err := writeStaged(tmp, tr); err != nil {
-				cleanup()
+			if err := writeStaged(staging, id, name, tr); err != nil {
+				discard()
 				bad("%s: %v", h.Name, err)
 				return
 			}
-			staged = append(staged, tmp)
 		}
 		replace := r.URL.Query().Get("replace") != "false"
-		if replace {
-			// Files of requests about to be replaced go too.
-			if list, err := admin.ListRequests(r.Context(), store.ListFilter{Limit: 10000}); err == nil {
-				for _, req := range list {
-					if !ids[req.ID] {
-						os.RemoveAll(opts.Data.Request(req.ID))
-					}
-				}
-			}
-		}
-		got, err := admin.ImportFixtures(r.Context(), fixtures, replace)
+		got, removed, err := admin.ImportFixtures(r.Context(), fixtures, replace, staging.Nonce())
 		if err != nil {
-			cleanup()
+			discard()
 			bad("%v", err)
 			return
 		}
-		for _, tmp := range staged {
-			if err := os.Rename(tmp, filepath.Join(filepath.Dir(tmp), strings.TrimPrefix(filepath.Base(tmp), ".import-"))); err != nil {
-				adminError(w, logger, r, http.StatusInternalServerError, err)
-				return
-			}
+		// Committed: from here the files follow, whatever happens to the call.
+		ctx := context.WithoutCancel(r.Context())
+		if err := staging.Apply(removed); err != nil {
+			staging.Release() // the next start finishes the moves
+			adminError(w, logger, r, http.StatusInternalServerError, fmt.Errorf("import committed; moving its files: %w", err))
+			return
+		}
+		if err := admin.ForgetImport(ctx, staging.Nonce()); err != nil {
+			logger.Warn("import: forget the finished import", "err", err)
 		}
 		if got == nil {
 			got = []int64{}
 		}
 		adminJSON(w, http.StatusOK, map[string]any{"imported": got})
 	}
+}
+
+// ImportStore is what RecoverImports needs; *store.Store satisfies it.
+type ImportStore interface {
+	CommittedImport(ctx context.Context, nonce string) ([]int64, bool, error)
+	ForgetImport(ctx context.Context, nonce string) error
+}
+
+// RecoverImports finishes or drops the imports a crash interrupted: files
+// staged for an import whose transaction committed are moved into place;
+// those of one that never committed are removed. Imports running in other
+// processes sharing the data directory are left alone (they hold their
+// staging's lock). Run it at start-up.
+func RecoverImports(ctx context.Context, logger *slog.Logger, imports ImportStore, data datadir.Dir) error {
+	stagings, err := data.Stagings()
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, s := range stagings {
+		removed, committed, err := imports.CommittedImport(ctx, s.Nonce())
+		if err != nil {
+			s.Release()
+			errs = append(errs, err)
+			continue
+		}
+		if !committed {
+			logger.Info("import: removing the files of an import that never committed", "import", s.Nonce())
+			errs = append(errs, s.Discard())
+			continue
+		}
+		logger.Warn("import: finishing an import interrupted after its commit", "import", s.Nonce())
+		if err := s.Apply(removed); err != nil {
+			s.Release()
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, imports.ForgetImport(ctx, s.Nonce()))
+	}
+	return errors.Join(errs...)
 }
 
 // fixturePath reads requests/<id>/<known file>.
@@ -209,14 +250,13 @@ func fixturePath(name string) (int64, string, bool) {
 	return 0, "", false
 }
 
-func writeStaged(p string, r io.Reader) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+func writeStaged(s *datadir.Staging, id int64, name string, r io.Reader) error {
+	f, err := s.Create(id, datadir.Artifact(name))
 	if err != nil {
 		return err
 	}
 	if _, err := io.Copy(f, r); err != nil {
 		f.Close()
-		os.Remove(p)
 		return err
 	}
 	if err := f.Sync(); err != nil {

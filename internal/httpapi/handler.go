@@ -27,7 +27,7 @@ type RequestStore interface {
 	Ping(ctx context.Context) error
 	CreateRequest(ctx context.Context, n store.NewRequest) (store.Request, error)
 	Request(ctx context.Context, id int64) (store.Request, error)
-	BeginUpload(ctx context.Context, id int64, token string, lease time.Duration) error
+	TakeUpload(ctx context.Context, id int64, token string, lease time.Duration, inPlace bool) (string, error)
 	RenewUpload(ctx context.Context, id int64, token string, lease time.Duration) error
 	CompleteUpload(ctx context.Context, id int64, token string, size int64, sha256 string) (store.Request, error)
 	AbortUpload(ctx context.Context, id int64, token string) error
@@ -67,8 +67,14 @@ type Options struct {
 	// a machine crash may then lose an upload already answered as complete.
 	NoUploadSync bool
 	// UploadLease is how long an upload's lease lasts between renewals
-	// (default 1 minute); a crashed upload frees the request after it.
+	// (default 1 minute); a crashed upload frees the request after it. A
+	// new upload that took over waits up to half of it for the one it
+	// replaced to stop.
 	UploadLease time.Duration
+	// Uploads are the HTTP uploads running in this process; the caller
+	// stops one through it when a writer elsewhere takes its request over
+	// (nil: the handler keeps its own).
+	Uploads *Uploads
 	// SQLStreamFunc converts a dump with the given layers to plain SQL for
 	// the original/sql and upgraded/sql URLs; nil serves only SQL files the
 	// pipeline kept.
@@ -101,6 +107,9 @@ func NewHandler(logger *slog.Logger, requests RequestStore, opts Options) http.H
 	}
 	if opts.NowFunc == nil {
 		opts.NowFunc = time.Now
+	}
+	if opts.Uploads == nil {
+		opts.Uploads = NewUploads()
 	}
 	if opts.Faults == nil {
 		opts.Faults = fault.New(uint64(time.Now().UnixNano()))

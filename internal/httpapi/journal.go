@@ -12,9 +12,11 @@ type JournalEntry struct {
 	HTTP      string    `json:"http_method"`
 	RequestID string    `json:"request_id,omitempty"`
 	Failures  []string  `json:"failures"`
-	Duration  float64   `json:"duration_ms"`
-	ClientIP  string    `json:"client_ip"`
-	Reference string    `json:"correlation_id"`
+	// ClientGone: the client went away before the answer (none was sent).
+	ClientGone bool    `json:"client_gone,omitempty"`
+	Duration   float64 `json:"duration_ms"`
+	ClientIP   string  `json:"client_ip"`
+	Reference  string  `json:"correlation_id"`
 }
 
 // journal keeps the last calls of this process in a ring.

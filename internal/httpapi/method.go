@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/upgrade-server/upgrade-server/internal/fault"
+	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -22,6 +23,9 @@ type reply struct {
 	fails []failure
 	req   any
 	err   error
+	// stopped: the server itself ended the call (an upload taken over),
+	// which also ends the request's context; it is answered all the same.
+	stopped bool
 }
 
 type methodFunc func(w http.ResponseWriter, r *http.Request) reply
@@ -56,16 +60,24 @@ func handleMethod(logger *slog.Logger, name string, h methodFunc, j *journal, m 
 			}
 			rep = h(w, r)
 		}
+		// A client that went away (its request's context ended) gets no
+		// answer and is no failure of ours: its own outcome, logged at INFO.
+		gone := r.Context().Err() != nil && !rep.stopped
 		reasons := []string{}
-		if rep.err != nil {
+		switch {
+		case gone:
+		case rep.err != nil:
 			reasons = append(reasons, reasonServerError)
-		} else {
+		default:
 			for _, f := range rep.fails {
 				reasons = append(reasons, f.Reason)
 			}
 		}
 		outcome := "ok"
-		if len(reasons) > 0 {
+		switch {
+		case gone:
+			outcome = outcomeClientGone
+		case len(reasons) > 0:
 			outcome = reasons[0]
 		}
 		m.Call(name, outcome)
@@ -74,10 +86,14 @@ func handleMethod(logger *slog.Logger, name string, h methodFunc, j *journal, m 
 			host = host[:i]
 		}
 		j.add(JournalEntry{At: start.UTC(), Method: name, HTTP: r.Method, RequestID: replyRequestID(r, rep), Failures: reasons,
-			Duration: float64(time.Since(start).Microseconds()) / 1000, ClientIP: host, Reference: correlationID(r.Context())})
+			ClientGone: gone, Duration: float64(time.Since(start).Microseconds()) / 1000, ClientIP: host,
+			Reference: correlationID(r.Context())})
 		switch {
 		case dropped != nil && dropped.fired:
 			panic(http.ErrAbortHandler) // the connection drops without an answer
+		case gone:
+			logger.LogAttrs(r.Context(), slog.LevelInfo, "client gone before the answer",
+				slog.String("correlation_id", correlationID(r.Context())), slog.String("method", name), slog.Any("err", rep.err))
 		case rep.err == errInjected:
 			writeAnswer(w, r, logger, status, []failure{serverError(correlationID(r.Context()))}, nil)
 		case rep.err != nil:
@@ -89,6 +105,10 @@ func handleMethod(logger *slog.Logger, name string, h methodFunc, j *journal, m 
 }
 
 var errInjected = errors.New("injected fault")
+
+// outcomeClientGone is the metrics outcome of a call whose client went
+// away before the answer (not a failure reason: nobody reads it).
+const outcomeClientGone = "client_gone"
 
 // dropReader ends an upload's body after left bytes, as a dropped
 // connection would.
@@ -117,25 +137,11 @@ func (d *dropReader) Close() error { return d.r.Close() }
 // An unknown id and a wrong key give the same REQUEST:NOT_FOUND, so ids
 // cannot be probed; keys are compared in constant time.
 func authenticate(ctx context.Context, requests RequestStore, p params) (store.Request, []failure, error) {
-	var fails []failure
 	rawID, hasID := p.get("request")
 	key, hasKey := p.get("key")
-	var id int64
-	switch {
-	case !hasID || rawID == "":
-		fails = append(fails, missingParam("request"))
-	default:
-		var err error
-		id, err = strconv.ParseInt(rawID, 10, 64)
-		if err != nil || id <= 0 {
-			fails = append(fails, invalidParam("request", rawID, "a request id is a positive integer"))
-		}
-	}
-	if !hasKey || key == "" {
-		fails = append(fails, missingParam("key"))
-	}
-	if fails != nil {
-		return store.Request{}, fails, nil
+	id, probs := input.Auth(rawID, hasID, key, hasKey)
+	if probs != nil {
+		return store.Request{}, fromProblems(probs), nil
 	}
 	req, err := requests.Request(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -160,7 +166,8 @@ func transitionReply(opts Options, req store.Request, err error) reply {
 		return reply{fails: []failure{stateFailure(se)}}
 	case errors.Is(err, store.ErrNoUpload):
 		return reply{fails: []failure{{Reason: reasonUploadMissing,
-			Message: "No complete upload: upload the dump (upload or SFTP) before calling process"}}}
+			Message: "No complete upload: upload the dump (upload, or SFTP: an interrupted transfer counts once resumed " +
+				"with put -a to its end) before calling process"}}}
 	case errors.Is(err, store.ErrUploadBusy):
 		return reply{fails: []failure{uploadInProgress()}}
 	case errors.Is(err, store.ErrNotFound):
@@ -170,7 +177,7 @@ func transitionReply(opts Options, req store.Request, err error) reply {
 }
 
 func uploadInProgress() failure {
-	return failure{Reason: reasonUploadInProgress, Message: "Another upload of this request is in progress"}
+	return failure{Reason: reasonUploadInProgress, Message: "An upload of this request is in progress; call process once it has ended"}
 }
 
 // authenticated runs fn for an authenticated request, reading the
@@ -200,18 +207,12 @@ func handleStatus(requests RequestStore, opts Options) methodFunc {
 	})
 }
 
-func handleProcess(logger *slog.Logger, requests RequestStore, opts Options) methodFunc {
+// handleProcess queues a request with a complete upload: one store call,
+// whatever the upload's path (an SFTP upload is recorded by the daemon when
+// its write handle closes cleanly).
+func handleProcess(requests RequestStore, opts Options) methodFunc {
 	return authenticated(requests, func(r *http.Request, p params, req store.Request) reply {
 		got, err := requests.Process(r.Context(), req.ID)
-		if errors.Is(err, store.ErrNoUpload) {
-			// An SFTP upload is recorded now: size and sha256 of the shared file.
-			var fails []failure
-			fails, err = recordSFTPUpload(r.Context(), logger, requests, opts, req.ID)
-			if fails != nil || err != nil {
-				return reply{fails: fails, err: err}
-			}
-			got, err = requests.Process(r.Context(), req.ID)
-		}
 		return transitionReply(opts, got, err)
 	})
 }

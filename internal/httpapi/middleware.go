@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/upgrade-server/upgrade-server/internal/input"
 )
 
 // withCorrelationID gives every call an id, returned in X-Request-Id and
@@ -55,12 +57,17 @@ func logRequests(logger *slog.Logger) func(http.Handler) http.Handler {
 	}
 }
 
-// requestIDOf is the upgrade request's id, if the call names one.
+// requestIDOf is the upgrade request's id, if the call names one in its
+// canonical form (anything else is not logged: it may be any text).
 func requestIDOf(r *http.Request) string {
-	if id := chi.URLParam(r, "id"); id != "" {
-		return id
+	id := chi.URLParam(r, "id")
+	if id == "" {
+		id = r.URL.Query().Get("request")
 	}
-	return r.URL.Query().Get("request")
+	if _, ok := input.RequestID(id); !ok {
+		return ""
+	}
+	return id
 }
 
 // recoverPanics turns a panic into a logged SERVER:ERROR.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -80,7 +81,7 @@ func (o Options) requestURL(r store.Request, suffix string) string {
 
 func (o Options) record(r store.Request) wireRequest {
 	w := wireRequest{
-		ID: r.ID, Key: r.Key, Email: r.Email, Target: r.Target, Aim: r.Aim, Filename: r.Filename,
+		ID: r.ID, Key: r.Key, Email: r.Email, Target: r.Target, Aim: r.Aim, Filename: input.ShownName(r.Filename),
 		Timezone: r.Timezone, State: v1State(r.State), IssueStage: issueStage(r.State), Issue: r.Issue,
 		StatusURL:       o.requestURL(r, "status"),
 		NotesURL:        o.requestURL(r, "upgraded/notes"),

@@ -29,9 +29,15 @@ func writeAnswer(w http.ResponseWriter, r *http.Request, logger *slog.Logger, st
 }
 
 // writeInternal logs err with the correlation id and answers SERVER:ERROR;
-// the details never reach the client.
+// the details never reach the client. When the client went away (its
+// request's context ended, so err is most likely that), it is logged at
+// INFO and nothing is written.
 func writeInternal(w http.ResponseWriter, r *http.Request, logger *slog.Logger, status int, err error) {
 	id := correlationID(r.Context())
+	if r.Context().Err() != nil {
+		logger.LogAttrs(r.Context(), slog.LevelInfo, "client gone before the answer", slog.String("correlation_id", id), slog.Any("err", err))
+		return
+	}
 	logger.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("correlation_id", id), slog.Any("err", err))
 	writeAnswer(w, r, logger, status, []failure{serverError(id)}, nil)
 }

@@ -19,7 +19,7 @@ func addRoutes(r chi.Router, logger *slog.Logger, requests RequestStore, opts Op
 	v1("create", handleCreate(requests, opts))
 	v1("upload", handleUpload(logger, requests, opts), "GET", "POST", "PUT")
 	v1("request_sftp_access", handleRequestSFTPAccess(requests, opts))
-	v1("process", handleProcess(logger, requests, opts))
+	v1("process", handleProcess(requests, opts))
 	v1("skip_test", handleSkipTest(requests, opts))
 	v1("status", handleStatus(requests, opts))
 

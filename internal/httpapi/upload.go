@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,7 +22,9 @@ import (
 // temporary file in the request's folder, hashing it on the way, and renames
 // it into place only once the body is complete and fsynced. Memory stays
 // constant whatever the size. key and request come from the query string:
-// the body is the dump, whatever its Content-Type says.
+// the body is the dump, whatever its Content-Type says. A new upload takes
+// the request over from any upload still running (HTTP or SFTP, in this
+// process or another): that one is stopped and keeps nothing.
 func handleUpload(logger *slog.Logger, requests RequestStore, opts Options) methodFunc {
 	return func(w http.ResponseWriter, r *http.Request) reply {
 		req, fails, err := authenticate(r.Context(), requests, queryParams(r))
@@ -38,17 +41,63 @@ func handleUpload(logger *slog.Logger, requests RequestStore, opts Options) meth
 			return reply{fails: []failure{uploadTooLarge(opts.MaxUploadBytes)}}
 		}
 		token := newKey()
-		if err := requests.BeginUpload(r.Context(), req.ID, token, opts.UploadLease); err != nil {
+		replaced, err := requests.TakeUpload(r.Context(), req.ID, token, opts.UploadLease, false)
+		if err != nil {
 			return transitionReply(opts, req, err)
 		}
-		u := upload{logger: logger.With("request_id", req.ID), requests: requests, opts: opts, id: req.ID, token: token}
+		u := &upload{logger: logger.With("request_id", req.ID), requests: requests, opts: opts, id: req.ID, token: token}
+		if replaced != "" {
+			u.logger.Info("this upload takes the request over from another one")
+			opts.Uploads.Stop(req.ID, replaced) // at once when it is ours; others hear of it through the store
+		}
 		got, fails, err := u.receive(w, r)
 		if err != nil || fails != nil {
 			u.abort()
-			return reply{fails: fails, err: err}
+			return reply{fails: fails, err: err, stopped: u.stopped}
 		}
 		return reply{req: opts.record(got)}
 	}
+}
+
+// errTakenOver: a newer upload of the request took over.
+var errTakenOver = errors.New("a newer upload of this request took over")
+
+// Uploads are the HTTP uploads running in this process, so that a newer
+// writer of the same request stops one at once (Stop). The zero value is
+// not usable; NewUploads makes one.
+type Uploads struct {
+	mu      sync.Mutex
+	running map[string]context.CancelCauseFunc // by lease token
+}
+
+// NewUploads returns an empty set of running uploads.
+func NewUploads() *Uploads { return &Uploads{running: map[string]context.CancelCauseFunc{}} }
+
+// Stop ends the upload of request id holding token, if it runs in this
+// process, because a newer writer took the request over
+// (store.UploadChannel): it answers UPLOAD:INTERRUPTED and keeps nothing.
+// It reports whether such an upload ran here.
+func (u *Uploads) Stop(id int64, token string) bool {
+	u.mu.Lock()
+	cancel := u.running[token]
+	u.mu.Unlock()
+	if cancel == nil {
+		return false
+	}
+	cancel(errTakenOver)
+	return true
+}
+
+func (u *Uploads) add(token string, cancel context.CancelCauseFunc) {
+	u.mu.Lock()
+	u.running[token] = cancel
+	u.mu.Unlock()
+}
+
+func (u *Uploads) remove(token string) {
+	u.mu.Lock()
+	delete(u.running, token)
+	u.mu.Unlock()
 }
 
 type upload struct {
@@ -58,6 +107,8 @@ type upload struct {
 	id       int64
 	token    string
 	tmp      string
+	// stopped: the server ended the upload (taken over, lease lost).
+	stopped bool
 }
 
 func uploadEmpty() failure {
@@ -73,16 +124,34 @@ func (u *upload) receive(w http.ResponseWriter, r *http.Request) (store.Request,
 	if err != nil {
 		return store.Request{}, nil, err
 	}
-	f, err := os.CreateTemp(dir, ".upload-*.part")
+	f, err := os.CreateTemp(dir, datadir.PartPattern)
 	if err != nil {
 		return store.Request{}, storageFailure(err), storageErr(err)
 	}
 	u.tmp = f.Name()
 	defer f.Close() // after a successful Close, a harmless no-op
+	// A lock on the part file, held until it is renamed into place, tells a
+	// start-up sweep (of any process sharing the data directory) that it is
+	// alive.
+	hold, err := os.Open(u.tmp)
+	if err == nil {
+		defer hold.Close()
+		err = datadir.HoldOpen(hold)
+	}
+	if err != nil {
+		return store.Request{}, nil, err
+	}
 
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
+	u.opts.Uploads.add(u.token, cancel)
+	defer u.opts.Uploads.remove(u.token)
 	go u.renewLease(ctx, cancel)
+	// A read of a stalled body does not see ctx: once ctx ends (taken over,
+	// lease lost), the connection's read deadline ends the read at once.
+	rc := http.NewResponseController(w)
+	stopDeadline := context.AfterFunc(ctx, func() { rc.SetReadDeadline(time.Now()) })
+	defer stopDeadline()
 
 	var body io.Reader = r.Body
 	if u.opts.MaxUploadBytes > 0 {
@@ -101,9 +170,7 @@ func (u *upload) receive(w http.ResponseWriter, r *http.Request) (store.Request,
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 			err = cause
 		}
-		u.logger.Warn("upload interrupted", "bytes", size, "err", err)
-		return store.Request{}, []failure{{Reason: reasonUploadInterrupt,
-			Message: fmt.Sprintf("The upload was interrupted after %d bytes; nothing was kept, send it again", size)}}, nil
+		return store.Request{}, u.interrupted(r, size, err), nil
 	}
 	if size == 0 {
 		return store.Request{}, []failure{uploadEmpty()}, nil
@@ -116,6 +183,25 @@ func (u *upload) receive(w http.ResponseWriter, r *http.Request) (store.Request,
 	if err := f.Close(); err != nil {
 		return store.Request{}, storageFailure(err), storageErr(err)
 	}
+	// The file goes into place under the upload's lock, and only while
+	// this upload still holds the lease: a writer that took over waits for
+	// the lock, so it never sees this file appear after it started.
+	lctx, lcancel := context.WithTimeout(ctx, u.opts.UploadLease/2)
+	defer lcancel()
+	lock, err := u.opts.Data.LockUpload(lctx, u.id)
+	if err != nil {
+		if ctx.Err() != nil || lctx.Err() != nil {
+			return store.Request{}, u.interrupted(r, size, errors.Join(context.Cause(ctx), err)), nil
+		}
+		return store.Request{}, nil, err
+	}
+	defer lock.Release()
+	if err := u.requests.RenewUpload(ctx, u.id, u.token, u.opts.UploadLease); err != nil {
+		if errors.Is(err, store.ErrLeaseLost) {
+			return store.Request{}, u.interrupted(r, size, errTakenOver), nil
+		}
+		return store.Request{}, nil, err
+	}
 	if err := os.Rename(u.tmp, u.opts.Data.Path(u.id, datadir.Upload)); err != nil {
 		return store.Request{}, nil, err
 	}
@@ -126,8 +212,7 @@ func (u *upload) receive(w http.ResponseWriter, r *http.Request) (store.Request,
 	digest := hex.EncodeToString(sum)
 	got, err := u.requests.CompleteUpload(context.WithoutCancel(ctx), u.id, u.token, size, digest)
 	if errors.Is(err, store.ErrLeaseLost) {
-		return store.Request{}, []failure{{Reason: reasonUploadInterrupt,
-			Message: "The upload lost its lock (it stalled for too long); send it again"}}, nil
+		return store.Request{}, u.interrupted(r, size, errTakenOver), nil
 	}
 	if err != nil {
 		return store.Request{}, nil, err
@@ -141,8 +226,32 @@ func (u *upload) receive(w http.ResponseWriter, r *http.Request) (store.Request,
 	return got, nil, nil
 }
 
+// interrupted is UPLOAD:INTERRUPTED for an upload stopped after size bytes
+// by err: the client's disconnect, a short body, a lost lease or a newer
+// upload that took over.
+func (u *upload) interrupted(r *http.Request, size int64, err error) []failure {
+	level := slog.LevelWarn
+	if r.Context().Err() != nil {
+		level = slog.LevelInfo // the client went away: its business
+	}
+	u.stopped = errors.Is(err, errTakenOver) || errors.Is(err, store.ErrLeaseLost)
+	if u.stopped {
+		level = slog.LevelInfo
+	}
+	u.logger.Log(r.Context(), level, "upload interrupted", "bytes", size, "err", err)
+	msg := fmt.Sprintf("The upload was interrupted after %d bytes; nothing was kept, send it again", size)
+	switch {
+	case errors.Is(err, errTakenOver):
+		msg = fmt.Sprintf("A newer upload of this request took over after %d bytes of this one; nothing of this one was kept", size)
+	case errors.Is(err, store.ErrLeaseLost):
+		msg = "The upload lost its lock (it stalled for too long); send it again"
+	}
+	return []failure{{Reason: reasonUploadInterrupt, Message: msg}}
+}
+
 // renewLease keeps the upload lease while the body streams in and cancels
-// the upload if the lease is lost.
+// the upload if the lease is lost (taken over while this process missed
+// the notification, or the request moved on).
 func (u *upload) renewLease(ctx context.Context, cancel context.CancelCauseFunc) {
 	t := time.NewTicker(u.opts.UploadLease / 3)
 	defer t.Stop()
@@ -275,58 +384,4 @@ func fill(src io.Reader, buf []byte) (int, error) {
 		}
 	}
 	return n, nil
-}
-
-// recordSFTPUpload records the shared file written over SFTP as the
-// request's upload: it takes the upload lease (refused while an SFTP write
-// handle is open), hashes the file and stores its size and sha256. An empty
-// or missing file is UPLOAD:MISSING.
-func recordSFTPUpload(ctx context.Context, logger *slog.Logger, requests RequestStore, opts Options, id int64) ([]failure, error) {
-	missing := []failure{{Reason: reasonUploadMissing,
-		Message: "No complete upload: upload the dump (upload or SFTP) before calling process"}}
-	path := opts.Data.Path(id, datadir.Upload)
-	if st, err := os.Stat(path); err != nil || st.Size() == 0 {
-		return missing, nil
-	}
-	token := newKey()
-	if err := requests.BeginUpload(ctx, id, token, opts.UploadLease); err != nil {
-		var se *store.StateError
-		switch {
-		case errors.Is(err, store.ErrUploadBusy):
-			return []failure{uploadInProgress()}, nil
-		case errors.As(err, &se):
-			return []failure{stateFailure(se)}, nil
-		}
-		return nil, err
-	}
-	u := upload{logger: logger.With("request_id", id), requests: requests, opts: opts, id: id, token: token}
-	f, err := os.Open(path)
-	if err != nil {
-		u.abort()
-		return nil, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	size, err := io.Copy(h, f)
-	if err != nil {
-		u.abort()
-		return nil, err
-	}
-	if size == 0 {
-		u.abort()
-		return missing, nil
-	}
-	digest := hex.EncodeToString(h.Sum(nil))
-	if _, err := requests.CompleteUpload(ctx, id, token, size, digest); err != nil {
-		u.abort()
-		if errors.Is(err, store.ErrLeaseLost) {
-			return []failure{uploadInProgress()}, nil
-		}
-		return nil, err
-	}
-	logger.Info("sftp upload recorded", "request_id", id, "bytes", size, "sha256", digest)
-	if err := requests.AddEvent(ctx, id, "info", fmt.Sprintf("Upload received over SFTP: %s, sha256 %s.", humanSize(size), digest)); err != nil {
-		logger.Warn("request log", "err", err)
-	}
-	return nil, nil
 }

@@ -12,19 +12,25 @@ import (
 	"os"
 	"path"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/pkg/sftp"
 
 	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
-// errBusy: another upload (an HTTP upload or another SFTP handle) holds the
-// request's upload lease.
-var errBusy = errors.New("another upload of this request is in progress; one writer at a time")
+// errBusy: the writer this one took over has not stopped in time (it is
+// still finishing, in this process or another).
+var errBusy = errors.New("another upload of this request is still finishing; retry in a minute")
+
+// errTooLarge: a write or truncation past UPGRADE_MAX_UPLOAD_BYTES.
+var errTooLarge = errors.New("the upload exceeds the server's size limit (UPGRADE_MAX_UPLOAD_BYTES)")
+
+// errSessionWriter: this session has the file open for writing already.
+var errSessionWriter = errors.New("this session already has the file open for writing; one writer at a time")
 
 // fsHandler is one session's view of its request: pkg/sftp's Fileread,
 // Filewrite, OpenFile, Filecmd and Filelist, all answering "permission
@@ -33,11 +39,18 @@ type fsHandler struct {
 	ctx      context.Context
 	logger   *slog.Logger
 	requests RequestStore
+	srv      *Server
 	data     datadir.Dir
 	lease    time.Duration
 	id       int64
-	writers  atomic.Int32 // this session's open write handles
 	metrics  *metrics.Metrics
+	// tellFunc writes a line the user's client shows (the session's stderr).
+	tellFunc func(msg string)
+	// hangUpFunc closes the session's SSH connection.
+	hangUpFunc func()
+
+	mu     sync.Mutex
+	writer *writeHandle // this session's open write handle, if any
 }
 
 // view is what the session may see and do right now.
@@ -56,13 +69,14 @@ func (h *fsHandler) current() (view, error) {
 		h.logger.Error("sftp: read request", "err", err)
 		return view{}, sftp.ErrSSHFxFailure
 	}
+	name := input.ShownName(r.Filename) // never a raw name from elsewhere (an import)
 	switch r.State {
 	case store.StateDraft:
-		return view{name: r.Filename, artifact: datadir.Upload, writable: true, req: r}, nil
+		return view{name: name, artifact: datadir.Upload, writable: true, req: r}, nil
 	case store.StateQueued, store.StateProcessing, store.StateTesting:
-		return view{name: r.Filename, artifact: datadir.Upload, req: r}, nil
+		return view{name: name, artifact: datadir.Upload, req: r}, nil
 	case store.StateDone, store.StateDelivered:
-		return view{name: "upgraded_" + r.Filename, artifact: datadir.UpgradedArchive, req: r}, nil
+		return view{name: "upgraded_" + name, artifact: datadir.UpgradedArchive, req: r}, nil
 	}
 	return view{req: r}, nil
 }
@@ -132,29 +146,74 @@ func (h *fsHandler) openWrite(r *sftp.Request) (*writeHandle, error) {
 	if flags.Excl {
 		return nil, sftp.ErrSSHFxFailure // the file always exists
 	}
-	token := newToken()
-	if err := h.requests.BeginInPlaceUpload(h.ctx, h.id, token, h.lease); err != nil {
-		if errors.Is(err, store.ErrUploadBusy) {
-			return nil, errBusy
-		}
-		if errors.Is(err, store.ErrBadTransition) {
-			return nil, sftp.ErrSSHFxPermissionDenied
-		}
-		h.logger.Error("sftp: take upload lease", "err", err)
-		return nil, sftp.ErrSSHFxFailure
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.writer != nil {
+		return nil, errSessionWriter
+	}
+	token, lock, err := h.takeUpload()
+	if err != nil {
+		return nil, err
 	}
 	wh, err := h.openWriteFile(flags.Trunc)
 	if err != nil {
+		lock.Release()
 		h.release(token)
 		h.logger.Error("sftp: open for writing", "err", err)
 		return nil, sftp.ErrSSHFxFailure
 	}
-	wh.h, wh.token = h, token
+	wh.h, wh.token, wh.lock = h, token, lock
 	wh.stop = make(chan struct{})
-	h.writers.Add(1)
+	wh.hasher = newPrefixHasher(wh.f, wh.contig)
+	h.writer = wh
+	h.srv.register(wh)
 	go wh.renew()
 	h.logger.Info("sftp: upload handle opened", "truncate", flags.Trunc, "offset", wh.contig)
 	return wh, nil
+}
+
+// takeUpload takes the request's upload over for a new writer of this
+// session: the lease (whoever held it), then the upload's lock once the
+// writer it replaced, here or in another process, has stopped.
+func (h *fsHandler) takeUpload() (string, *datadir.Lock, error) {
+	token := newToken()
+	replaced, err := h.requests.TakeUpload(h.ctx, h.id, token, h.lease, true)
+	if errors.Is(err, store.ErrBadTransition) {
+		return "", nil, sftp.ErrSSHFxPermissionDenied
+	}
+	if err != nil {
+		h.logger.Error("sftp: take the upload lease", "err", err)
+		return "", nil, sftp.ErrSSHFxFailure
+	}
+	if replaced != "" {
+		h.logger.Info("sftp: this session takes the upload over from another writer")
+		h.srv.StopUpload(h.id, replaced) // at once when it is ours; others hear of it through the store
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, h.lease/2)
+	defer cancel()
+	lock, err := h.data.LockUpload(ctx, h.id)
+	if err != nil {
+		h.release(token)
+		if ctx.Err() != nil {
+			h.logger.Warn("sftp: the replaced writer did not stop in time", "err", err)
+			h.tellFunc(errBusy.Error())
+			return "", nil, errBusy
+		}
+		h.logger.Error("sftp: lock the upload", "err", err)
+		return "", nil, sftp.ErrSSHFxFailure
+	}
+	// A newer writer may have taken over while this one waited (its word
+	// came before this handle could hear it).
+	if err := h.requests.RenewUpload(h.ctx, h.id, token, h.lease); err != nil {
+		lock.Release()
+		if errors.Is(err, store.ErrLeaseLost) {
+			return "", nil, errTakenOver
+		}
+		h.release(token)
+		h.logger.Error("sftp: renew the upload lease", "err", err)
+		return "", nil, sftp.ErrSSHFxFailure
+	}
+	return token, lock, nil
 }
 
 func (h *fsHandler) openWriteFile(trunc bool) (*writeHandle, error) {
@@ -187,8 +246,21 @@ func (h *fsHandler) release(token string) {
 	}
 }
 
+// closed forgets the session's write handle w.
+func (h *fsHandler) closed(w *writeHandle) {
+	h.mu.Lock()
+	if h.writer == w {
+		h.writer = nil
+	}
+	h.mu.Unlock()
+	h.srv.unregister(w)
+}
+
 // Filecmd allows one thing: truncating the shared file while draft
-// (setstat/fsetstat of the size alone, as put -a does after an error).
+// (setstat/fsetstat of the size alone, as put -a does after an error),
+// within UPGRADE_MAX_UPLOAD_BYTES. A truncation is a write: through this
+// session's write handle when it has one, else it takes the upload over
+// like a new writer.
 func (h *fsHandler) Filecmd(r *sftp.Request) error {
 	if r.Method != "Setstat" {
 		return sftp.ErrSSHFxPermissionDenied
@@ -202,24 +274,21 @@ func (h *fsHandler) Filecmd(r *sftp.Request) error {
 		return sftp.ErrSSHFxPermissionDenied
 	}
 	size := int64(r.Attributes().Size)
-	// A truncation is a write: it needs the upload lease, unless this
-	// session's own write handle holds it (fsetstat on an open handle).
-	token := newToken()
-	err = h.requests.BeginInPlaceUpload(h.ctx, h.id, token, h.lease)
-	switch {
-	case errors.Is(err, store.ErrUploadBusy):
-		// Held by a write handle: allowed only if the file is open here.
-		if !h.ownsWriter() {
-			return errBusy
-		}
-		token = ""
-	case err != nil:
-		h.logger.Error("sftp: take upload lease", "err", err)
-		return sftp.ErrSSHFxFailure
+	if max := h.srv.cfg.MaxUploadBytes; max > 0 && size > max {
+		h.tooLarge(size)
+		return errTooLarge
 	}
-	if token != "" {
-		defer h.release(token)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.writer != nil {
+		return h.writer.truncate(size)
 	}
+	token, lock, err := h.takeUpload()
+	if err != nil {
+		return err
+	}
+	defer h.release(token)
+	defer lock.Release()
 	if err := os.Truncate(h.data.Path(h.id, datadir.Upload), size); err != nil {
 		h.logger.Error("sftp: truncate", "err", err)
 		return sftp.ErrSSHFxFailure
@@ -227,8 +296,16 @@ func (h *fsHandler) Filecmd(r *sftp.Request) error {
 	return nil
 }
 
-// ownsWriter reports whether this session holds an open write handle.
-func (h *fsHandler) ownsWriter() bool { return h.writers.Load() > 0 }
+// tooLarge says on the user's terminal (OpenSSH prints a failed request's
+// status code, not its message) that a write or truncation would take the
+// upload past UPGRADE_MAX_UPLOAD_BYTES.
+func (h *fsHandler) tooLarge(end int64) {
+	max := h.srv.cfg.MaxUploadBytes
+	msg := fmt.Sprintf("the upload would reach %d bytes, over this server's limit of %d bytes (%s); nothing past the limit is written",
+		end, max, byteSize(max))
+	h.logger.Info("sftp: upload over the limit refused", "end", end, "max_upload_bytes", max)
+	h.tellFunc(msg)
+}
 
 // Filelist lists the root (the one visible file) and stats it.
 func (h *fsHandler) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
@@ -287,6 +364,10 @@ func (h *fsHandler) Readlink(string) (string, error) { return "", sftp.ErrSSHFxP
 // PosixRename is refused like every rename.
 func (h *fsHandler) PosixRename(*sftp.Request) error { return sftp.ErrSSHFxPermissionDenied }
 
+// stat describes the visible file. While a writer of this process has the
+// upload open, its size is the writer's contiguous prefix: OpenSSH's put -a
+// stats before it opens, and must resume where the data really ends, not
+// past a hole left by writes answered out of order.
 func (h *fsHandler) stat(v view) (os.FileInfo, error) {
 	st, err := os.Stat(h.data.Path(h.id, v.artifact))
 	if err != nil {
@@ -296,7 +377,13 @@ func (h *fsHandler) stat(v view) (os.FileInfo, error) {
 		}
 		return nil, err
 	}
-	return fileInfo{name: v.name, size: st.Size(), mtime: st.ModTime(), writable: v.writable}, nil
+	size := st.Size()
+	if v.artifact == datadir.Upload {
+		if c, ok := h.srv.liveSize(h.id); ok && c < size {
+			size = c
+		}
+	}
+	return fileInfo{name: v.name, size: size, mtime: st.ModTime(), writable: v.writable}, nil
 }
 
 // fileInfo shows the visible file as the platform does:
@@ -340,129 +427,6 @@ func (l listerAt) ListAt(ls []os.FileInfo, offset int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
-}
-
-// writeHandle is an open shared file. It keeps the upload lease while open
-// and tracks how far the file is contiguous from its start: when the
-// connection drops with writes still in flight (answered out of order), the
-// file is cut back to the last contiguous byte, so put -a resumes correctly.
-type writeHandle struct {
-	f     *os.File
-	h     *fsHandler
-	token string
-	stop  chan struct{}
-	once  sync.Once
-
-	mu      sync.Mutex
-	contig  int64           // bytes [0, contig) are known to be written
-	pending map[int64]int64 // written ranges beyond contig: start -> end
-	broken  error
-}
-
-func (w *writeHandle) WriteAt(p []byte, off int64) (int, error) {
-	n, err := w.f.WriteAt(p, off)
-	w.h.metrics.Bytes("sftp", "up", int64(n))
-	if n > 0 {
-		w.mu.Lock()
-		w.mark(off, off+int64(n))
-		w.mu.Unlock()
-	}
-	if err != nil {
-		w.h.logger.Error("sftp: write", "err", err)
-		return n, sftp.ErrSSHFxFailure
-	}
-	return n, nil
-}
-
-// mark records [start, end) as written and advances contig.
-func (w *writeHandle) mark(start, end int64) {
-	if start > w.contig {
-		if e, ok := w.pending[start]; !ok || e < end {
-			w.pending[start] = end
-		}
-		return
-	}
-	if end > w.contig {
-		w.contig = end
-	}
-	for {
-		advanced := false
-		for s, e := range w.pending {
-			if s <= w.contig {
-				if e > w.contig {
-					w.contig = e
-				}
-				delete(w.pending, s)
-				advanced = true
-			}
-		}
-		if !advanced {
-			return
-		}
-	}
-}
-
-func (w *writeHandle) ReadAt(p []byte, off int64) (int, error) { return w.f.ReadAt(p, off) }
-
-// TransferError is called by pkg/sftp when the connection ends with the
-// handle still open.
-func (w *writeHandle) TransferError(err error) {
-	w.mu.Lock()
-	w.broken = err
-	w.mu.Unlock()
-}
-
-func (w *writeHandle) renew() {
-	t := time.NewTicker(w.h.lease / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.stop:
-			return
-		case <-t.C:
-			if err := w.h.requests.RenewUpload(w.h.ctx, w.h.id, w.token, w.h.lease); err != nil && w.h.ctx.Err() == nil {
-				w.h.logger.Warn("sftp: renew upload lease", "err", err)
-			}
-		}
-	}
-}
-
-// Close cuts the file back to its contiguous prefix after a dropped
-// connection, closes it and frees the request for the next writer.
-func (w *writeHandle) Close() error {
-	var err error
-	w.once.Do(func() {
-		close(w.stop)
-		defer w.h.writers.Add(-1)
-		w.mu.Lock()
-		broken, contig, gaps := w.broken, w.contig, len(w.pending)
-		w.mu.Unlock()
-		if broken != nil {
-			if st, serr := w.f.Stat(); serr == nil && st.Size() > contig {
-				w.h.logger.Warn("sftp: connection lost during upload; cutting back to the last contiguous byte",
-					"size", st.Size(), "contiguous", contig, "ranges_beyond", gaps)
-				if terr := w.f.Truncate(contig); terr != nil {
-					w.h.logger.Error("sftp: truncate after lost connection", "err", terr)
-				}
-			}
-		}
-		size := int64(-1)
-		if st, serr := w.f.Stat(); serr == nil {
-			size = st.Size()
-		}
-		err = w.f.Close()
-		w.h.release(w.token)
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.h.ctx), 10*time.Second) // bounded cleanup
-		defer cancel()
-		msg := fmt.Sprintf("SFTP upload handle closed; the shared file holds %d bytes.", size)
-		if broken != nil {
-			msg = fmt.Sprintf("SFTP connection lost during an upload; the shared file holds %d bytes (resume with put -a).", size)
-		}
-		if aerr := w.h.requests.AddEvent(ctx, w.h.id, "info", msg); aerr != nil {
-			w.h.logger.Warn("sftp: request log", "err", aerr)
-		}
-	})
-	return err
 }
 
 func newToken() string {

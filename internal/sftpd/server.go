@@ -32,8 +32,9 @@ var ErrServerClosed = ssh.ErrServerClosed
 type RequestStore interface {
 	Request(ctx context.Context, id int64) (store.Request, error)
 	SFTPKeys(ctx context.Context, id int64) ([]store.SFTPKey, error)
-	BeginInPlaceUpload(ctx context.Context, id int64, token string, lease time.Duration) error
+	TakeUpload(ctx context.Context, id int64, token string, lease time.Duration, inPlace bool) (string, error)
 	RenewUpload(ctx context.Context, id int64, token string, lease time.Duration) error
+	CompleteUpload(ctx context.Context, id int64, token string, size int64, sha256 string) (store.Request, error)
 	AbortUpload(ctx context.Context, id int64, token string) error
 	AddEvent(ctx context.Context, id int64, level, message string) error
 }
@@ -45,8 +46,14 @@ type Config struct {
 	// IdleTimeout closes connections without traffic (default 10 minutes).
 	IdleTimeout time.Duration
 	// UploadLease is how long a write handle's lease lasts between renewals
-	// (default 1 minute).
+	// (default 1 minute). A writer that takes an upload over waits up to
+	// half of it for the writer it replaced to stop.
 	UploadLease time.Duration
+	// MaxUploadBytes bounds the shared file: a write ending past it, or a
+	// truncation beyond it, is refused (0: no limit).
+	MaxUploadBytes int64
+	// UploadFsync syncs an upload to disk before recording it as complete.
+	UploadFsync bool
 	// MaxTxPacket is the largest data packet sent to clients (default and
 	// minimum 32 KiB, the size every client accepts).
 	MaxTxPacket uint32
@@ -60,7 +67,15 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Ciphers overrides the offered ciphers (nil: DefaultCiphers()).
 	Ciphers []string
-	NowFunc func() time.Time
+	// LoginGrace closes a connection that has not authenticated this long
+	// after it was accepted, whatever it sends (sshd's LoginGraceTime;
+	// default 30 seconds).
+	LoginGrace time.Duration
+	// MaxStartups and MaxStartupsPerAddress cap the connections not yet
+	// authenticated, in total and from one address (sshd's MaxStartups;
+	// defaults 100 and 10): a connection over either cap is closed at once.
+	MaxStartups, MaxStartupsPerAddress int
+	NowFunc                            func() time.Time
 }
 
 // DefaultCiphers are the ciphers the daemon offers. SSH clients pick the
@@ -82,11 +97,20 @@ type Server struct {
 	cfg      Config
 	srv      *ssh.Server
 	limiter  *authLimiter
+	gate     *startupGate
+
+	mu        sync.Mutex
+	writers   map[string]*writeHandle // open write handles of this process, by lease token
+	listeners []net.Listener
+	closed    bool
 }
 
 type ctxKey int
 
-const requestIDKey ctxKey = iota
+const (
+	requestIDKey ctxKey = iota
+	preauthKey          // the connection's *preauthConn
+)
 
 // New returns a daemon; Serve runs it.
 func New(logger *slog.Logger, requests RequestStore, cfg Config) (*Server, error) {
@@ -105,7 +129,19 @@ func New(logger *slog.Logger, requests RequestStore, cfg Config) (*Server, error
 	if cfg.Ciphers == nil {
 		cfg.Ciphers = DefaultCiphers()
 	}
-	s := &Server{logger: logger.With("component", "sftpd"), requests: requests, cfg: cfg, limiter: newAuthLimiter()}
+	if cfg.LoginGrace == 0 {
+		cfg.LoginGrace = 30 * time.Second
+	}
+	if cfg.MaxStartups == 0 {
+		cfg.MaxStartups = 100
+	}
+	if cfg.MaxStartupsPerAddress == 0 {
+		cfg.MaxStartupsPerAddress = 10
+	}
+	s := &Server{logger: logger.With("component", "sftpd"), requests: requests, cfg: cfg, limiter: newAuthLimiter(),
+		writers: map[string]*writeHandle{}}
+	s.gate = &startupGate{max: cfg.MaxStartups, maxPerHost: cfg.MaxStartupsPerAddress, perHost: map[string]int{},
+		logger: s.logger}
 	s.srv = &ssh.Server{
 		IdleTimeout:      cfg.IdleTimeout,
 		PublicKeyHandler: s.authenticate,
@@ -114,9 +150,18 @@ func New(logger *slog.Logger, requests RequestStore, cfg Config) (*Server, error
 		// for direct-tcpip or tcpip-forward).
 		ChannelHandlers: map[string]ssh.ChannelHandler{"session": s.handleSession},
 		RequestHandlers: map[string]ssh.RequestHandler{},
+		ConnCallback:    s.admit,
 		ServerConfigCallback: func(ctx ssh.Context) *gossh.ServerConfig {
 			c := &gossh.ServerConfig{MaxAuthTries: 10, ServerVersion: "SSH-2.0-upgrade-server"}
 			c.Ciphers = cfg.Ciphers
+			// Called once the client proved it holds an accepted key: the
+			// connection leaves the unauthenticated ones.
+			c.VerifiedPublicKeyCallback = func(_ gossh.ConnMetadata, _ gossh.PublicKey, p *gossh.Permissions, _ string) (*gossh.Permissions, error) {
+				if pc, ok := ctx.Value(preauthKey).(*preauthConn); ok {
+					pc.authenticated()
+				}
+				return p, nil
+			}
 			return c
 		},
 		ConnectionFailedCallback: func(conn net.Conn, err error) {
@@ -130,15 +175,188 @@ func New(logger *slog.Logger, requests RequestStore, cfg Config) (*Server, error
 }
 
 // Serve accepts connections on ln until Shutdown or Close; it then returns
-// ErrServerClosed.
-func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+// ErrServerClosed. A Shutdown or Close that comes first (even before Serve has begun to
+// accept, which gliderlabs/ssh alone would miss and then serve forever)
+// makes it return at once.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
+	err := s.srv.Serve(ln)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrServerClosed // whichever close came first
+	}
+	return err
+}
+
+// stopServing marks the server closed and closes the listeners Serve got.
+func (s *Server) stopServing() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+}
 
 // Shutdown stops accepting connections and waits for open sessions until
 // ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopServing()
+	return s.srv.Shutdown(ctx)
+}
 
 // Close closes the listener and every connection at once.
-func (s *Server) Close() error { return s.srv.Close() }
+func (s *Server) Close() error {
+	s.stopServing()
+	return s.srv.Close()
+}
+
+// admit lets a new connection in while the unauthenticated ones are under
+// their caps, and closes it when it has not authenticated within the
+// login grace time.
+func (s *Server) admit(ctx ssh.Context, conn net.Conn) net.Conn {
+	host := remoteHost(conn.RemoteAddr())
+	if !s.gate.enter(host) {
+		return nil // gliderlabs closes it
+	}
+	pc := &preauthConn{Conn: conn, host: host, gate: s.gate}
+	pc.timer = time.AfterFunc(s.cfg.LoginGrace, func() {
+		if pc.leave() {
+			s.logger.Info("ssh connection closed: not authenticated within the login grace time", "remote", host,
+				"grace", s.cfg.LoginGrace)
+			conn.Close()
+		}
+	})
+	ctx.SetValue(preauthKey, pc)
+	return pc
+}
+
+// startupGate counts the connections not yet authenticated, in total and
+// by address.
+type startupGate struct {
+	mu         sync.Mutex
+	max        int
+	maxPerHost int
+	total      int
+	perHost    map[string]int
+	logger     *slog.Logger
+	refused    int       // since the last log line
+	loggedAt   time.Time // one line every ten seconds at most: a flood must not flood the log
+}
+
+func (g *startupGate) enter(host string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.total >= g.max || g.perHost[host] >= g.maxPerHost {
+		g.refused++
+		if time.Since(g.loggedAt) >= 10*time.Second {
+			g.logger.Warn("ssh connections refused: too many unauthenticated connections", "remote", host,
+				"refused", g.refused, "unauthenticated", g.total, "from_address", g.perHost[host])
+			g.refused, g.loggedAt = 0, time.Now()
+		}
+		return false
+	}
+	g.total++
+	g.perHost[host]++
+	return true
+}
+
+func (g *startupGate) exit(host string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.total--
+	if g.perHost[host]--; g.perHost[host] <= 0 {
+		delete(g.perHost, host)
+	}
+}
+
+// preauthConn is a connection while it has not authenticated: it holds a
+// place in the gate until it authenticates, closes or runs out of grace.
+type preauthConn struct {
+	net.Conn
+	host  string
+	gate  *startupGate
+	timer *time.Timer
+	once  sync.Once
+}
+
+// leave gives the connection's place back; it reports whether this call
+// did (the first of authenticated, Close and the grace timer).
+func (c *preauthConn) leave() bool {
+	left := false
+	c.once.Do(func() {
+		left = true
+		c.gate.exit(c.host)
+	})
+	return left
+}
+
+func (c *preauthConn) authenticated() {
+	c.timer.Stop()
+	c.leave()
+}
+
+func (c *preauthConn) Close() error {
+	c.timer.Stop()
+	c.leave()
+	return c.Conn.Close()
+}
+
+// StopUpload stops this process's write handle of request id that holds
+// token, because a newer writer took the upload over (store.TakeUpload,
+// announced on store.UploadChannel): nothing it writes afterwards lands,
+// the file is cut back to its contiguous prefix, the upload's lock is
+// released and the handle's SSH connection is closed. It reports whether
+// such a handle was open here.
+func (s *Server) StopUpload(id int64, token string) bool {
+	s.mu.Lock()
+	w := s.writers[token]
+	s.mu.Unlock()
+	if w == nil || w.h.id != id {
+		return false
+	}
+	w.revoke()
+	return true
+}
+
+func (s *Server) register(w *writeHandle) {
+	s.mu.Lock()
+	s.writers[w.token] = w
+	s.mu.Unlock()
+}
+
+func (s *Server) unregister(w *writeHandle) {
+	s.mu.Lock()
+	if s.writers[w.token] == w {
+		delete(s.writers, w.token)
+	}
+	s.mu.Unlock()
+}
+
+// liveSize is the contiguous size of request id's upload while a write
+// handle of this process has it open.
+func (s *Server) liveSize(id int64) (int64, bool) {
+	s.mu.Lock()
+	var live *writeHandle
+	for _, w := range s.writers {
+		if w.h.id == id {
+			live = w
+		}
+	}
+	s.mu.Unlock()
+	if live == nil {
+		return 0, false
+	}
+	return live.contiguous(), true
+}
 
 // parseUser reads the request id of "user_<id>".
 func parseUser(user string) (int64, bool) {
@@ -223,7 +441,8 @@ func (s *Server) handleSession(srv *ssh.Server, conn *gossh.ServerConn, newChan 
 			go func() {
 				defer wg.Done()
 				rwc := s.faulty(conn, ch, id, logger)
-				status := s.serveSFTP(ctx, rwc, id, logger)
+				tell := func(msg string) { tellUser(ch, msg) }
+				status := s.serveSFTP(ctx, rwc, id, logger, tell, func() { conn.Close() })
 				ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{status}))
 				ch.Close()
 			}()
@@ -251,6 +470,24 @@ func (s *Server) handleSession(srv *ssh.Server, conn *gossh.ServerConn, newChan 
 	wg.Wait()
 }
 
+// tellUser writes a line to the session's stderr, which OpenSSH's sftp
+// shows on the user's terminal (it prints a failed request's status code,
+// not the server's message). It waits at most two seconds: a client that
+// stopped reading cannot hold the caller.
+func tellUser(ch gossh.Channel, msg string) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fmt.Fprintf(ch.Stderr(), "upgrade-server: %s\n", msg)
+	}()
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
 func subsystemName(payload []byte) string {
 	var p struct{ Name string }
 	if gossh.Unmarshal(payload, &p) != nil {
@@ -261,14 +498,15 @@ func subsystemName(payload []byte) string {
 
 // serveSFTP runs pkg/sftp's request server with this request's view; a
 // panic is recovered and logged. It returns the exit status.
-func (s *Server) serveSFTP(ctx context.Context, ch io.ReadWriteCloser, id int64, logger *slog.Logger) (status uint32) {
+func (s *Server) serveSFTP(ctx context.Context, ch io.ReadWriteCloser, id int64, logger *slog.Logger, tell func(string), hangUp func()) (status uint32) {
 	defer func() {
 		if v := recover(); v != nil {
 			logger.Error("sftp session panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 			status = 1
 		}
 	}()
-	h := &fsHandler{ctx: ctx, logger: logger, requests: s.requests, data: s.cfg.Data, lease: s.cfg.UploadLease, id: id, metrics: s.cfg.Metrics}
+	h := &fsHandler{ctx: ctx, logger: logger, requests: s.requests, srv: s, data: s.cfg.Data, lease: s.cfg.UploadLease, id: id,
+		metrics: s.cfg.Metrics, tellFunc: tell, hangUpFunc: hangUp}
 	opts := []sftp.RequestServerOption{sftp.WithStartDirectory("/")}
 	if !s.cfg.NoAllocator {
 		opts = append(opts, sftp.WithRSAllocator())

@@ -242,7 +242,7 @@ func TestSeedSession(t *testing.T) {
 }
 
 // TestPutKilledThenResume kills OpenSSH's put mid-transfer (SIGKILL: no
-// chance to clean up), then put -a gives a byte-identical file.
+// chance to clean up), then put -a at once gives a byte-identical file.
 func TestPutKilledThenResume(t *testing.T) {
 	requireTools(t, "sftp", "cmp")
 	t.Parallel()
@@ -266,14 +266,8 @@ func TestPutKilledThenResume(t *testing.T) {
 	})
 	cmd.Process.Kill()
 	cmd.Wait()
-	waitFor(t, "the server to free the file", func() bool {
-		got, _ := e.store.Request(context.Background(), r.ID)
-		return !got.Uploading
-	})
-	st, _ := os.Stat(shared)
-	if st.Size() == 0 || st.Size() >= size {
-		t.Fatalf("the kill did not interrupt the upload: %d bytes", st.Size())
-	}
+	// put -a at once, whether or not the daemon has seen the drop yet: it
+	// takes the upload over.
 	out, err := e.sftpBatch(k, user(r), "put -a "+src+" db.dump\n")
 	if err != nil {
 		t.Fatalf("put -a: %v\n%s", err, out)
@@ -282,7 +276,10 @@ func TestPutKilledThenResume(t *testing.T) {
 		t.Fatalf("put -a output: %s", out)
 	}
 	if out, err := exec.Command("cmp", src, shared).CombinedOutput(); err != nil {
-		t.Fatalf("resumed upload differs (interrupted at %d bytes): %s", st.Size(), out)
+		t.Fatalf("resumed upload differs: %s", out)
+	}
+	if got := e.recorded(r); got.UploadSize == nil || *got.UploadSize != size {
+		t.Fatalf("the resumed upload is not recorded: %+v", got)
 	}
 }
 
@@ -546,9 +543,11 @@ func TestReadOnlyAfterProcessAndDownload(t *testing.T) {
 	}
 }
 
-// TestOneWriterAtATime: a second write handle, from this session or
-// another, is refused while the first is open; closing it frees the file.
-func TestOneWriterAtATime(t *testing.T) {
+// TestNewWriterTakesOver: a write handle of another session takes the
+// upload over at once: the first session's connection is closed and
+// nothing it writes lands; within one session a second write handle is
+// refused. An HTTP upload cannot begin meanwhile, nor can process.
+func TestNewWriterTakesOver(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	k := e.newKey("id_ed25519")
@@ -559,21 +558,45 @@ func TestOneWriterAtATime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c2.OpenFile("db.dump", os.O_WRONLY); err == nil {
-		t.Fatal("a second writer was allowed")
+	if _, err := f.Write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c1.OpenFile("db.dump", os.O_WRONLY); err == nil {
+		t.Fatal("a second writer of one session was allowed")
 	}
 	if err := e.store.BeginUpload(context.Background(), r.ID, "http", time.Minute); !errors.Is(err, store.ErrUploadBusy) {
-		t.Fatalf("an HTTP upload during an SFTP write: %v", err)
+		t.Fatalf("a lease taken without takeover during an SFTP write: %v", err)
 	}
 	if _, err := e.store.Process(context.Background(), r.ID); !errors.Is(err, store.ErrUploadBusy) {
 		t.Fatalf("process during an SFTP write: %v", err)
 	}
-	f.Close()
-	g, err := c2.OpenFile("db.dump", os.O_WRONLY)
+	g, err := c2.OpenFile("db.dump", os.O_WRONLY|os.O_TRUNC)
 	if err != nil {
-		t.Fatalf("after the first writer closed: %v", err)
+		t.Fatalf("a new session could not take over: %v", err)
 	}
-	g.Close()
+	if _, err := f.WriteAt([]byte("stale"), 100); err == nil {
+		t.Fatal("the replaced writer could still write")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c1.Wait() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the replaced writer's connection is still open")
+	}
+	if _, err := g.Write([]byte("second")); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(e.data.Path(r.ID, datadir.Upload)); string(b) != "second" {
+		t.Fatalf("the upload holds %q", b)
+	}
+	got, _ := e.store.Request(context.Background(), r.ID)
+	if got.Uploading || got.UploadSize == nil || *got.UploadSize != 6 {
+		t.Fatalf("after the new writer closed: %+v", got)
+	}
 }
 
 // TestNoLeaks opens thousands of sessions and counts goroutines and open
@@ -697,5 +720,39 @@ func TestFailedLoginsAreSlowedDown(t *testing.T) {
 	// The right key still gets in (and clears the record).
 	if _, err := e.client(k, user(r)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestShutdownBeforeServe: a shutdown that comes before Serve has begun
+// (a server stopped as soon as it started) still makes Serve return.
+func TestShutdownBeforeServe(t *testing.T) {
+	t.Parallel()
+	st, _ := pgtest.NewStore(t)
+	keys, err := sftpd.LoadHostKeys(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sftpd.New(slog.New(slog.NewTextHandler(io.Discard, nil)), st, sftpd.Config{HostSigners: keys, Data: datadir.New(t.TempDir())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, sftpd.ErrServerClosed) {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		srv.Close()
+		ln.Close()
+		t.Fatal("Serve kept serving after Shutdown")
 	}
 }

@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -47,13 +49,20 @@ func (s *Store) ExportFixtures(ctx context.Context) ([]Fixture, error) {
 
 // ImportFixtures recreates exported requests with their ids and keys, in
 // one transaction; replace removes every request first. Leases are
-// dropped, so nothing imported looks in progress. It fails, changing
-// nothing, when an id exists (without replace) or a fixture is malformed.
-func (s *Store) ImportFixtures(ctx context.Context, fixtures []Fixture, replace bool) ([]int64, error) {
-	var ids []int64
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+// dropped, so nothing imported looks in progress. The transaction also
+// records the import under nonce with the ids it removed (CommittedImport),
+// so files staged for it can be put in place after a crash. It returns the
+// ids imported and removed. It fails, changing nothing, when an id exists
+// (without replace) or a fixture is malformed.
+func (s *Store) ImportFixtures(ctx context.Context, fixtures []Fixture, replace bool, nonce string) (imported, removed []int64, err error) {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		imported, removed = nil, nil
 		if replace {
-			if _, err := tx.Exec(ctx, `DELETE FROM requests`); err != nil {
+			rows, err := tx.Query(ctx, `DELETE FROM requests RETURNING id`)
+			if err != nil {
+				return fmt.Errorf("store: import: %w", err)
+			}
+			if removed, err = pgx.CollectRows(rows, pgx.RowTo[int64]); err != nil {
 				return fmt.Errorf("store: import: %w", err)
 			}
 		}
@@ -80,13 +89,49 @@ func (s *Store) ImportFixtures(ctx context.Context, fixtures []Fixture, replace 
 					return fmt.Errorf("store: import fixture %d log: %w", i+1, err)
 				}
 			}
-			ids = append(ids, id)
+			imported = append(imported, id)
 		}
-		_, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('requests', 'id'), GREATEST((SELECT max(id) FROM requests), 1))`)
-		if err != nil {
+		// The files of a request imported again are replaced, not removed.
+		gone := []int64{}
+		for _, id := range removed {
+			if !slices.Contains(imported, id) {
+				gone = append(gone, id)
+			}
+		}
+		removed = gone
+		if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('requests', 'id'), GREATEST((SELECT max(id) FROM requests), 1))`); err != nil {
+			return fmt.Errorf("store: import: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO imports (nonce, removed) VALUES ($1, $2)`, nonce, removed); err != nil {
 			return fmt.Errorf("store: import: %w", err)
 		}
 		return nil
 	})
-	return ids, err
+	if err != nil {
+		return nil, nil, err
+	}
+	return imported, removed, nil
+}
+
+// CommittedImport says whether the import nonce committed, and which
+// request ids it removed.
+func (s *Store) CommittedImport(ctx context.Context, nonce string) ([]int64, bool, error) {
+	var removed []int64
+	err := s.pool.QueryRow(ctx, `SELECT removed FROM imports WHERE nonce = $1`, nonce).Scan(&removed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("store: import %s: %w", nonce, err)
+	}
+	return removed, true, nil
+}
+
+// ForgetImport drops the record of import nonce once its files are in
+// place.
+func (s *Store) ForgetImport(ctx context.Context, nonce string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM imports WHERE nonce = $1`, nonce); err != nil {
+		return fmt.Errorf("store: forget import %s: %w", nonce, err)
+	}
+	return nil
 }

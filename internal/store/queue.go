@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -191,8 +193,29 @@ func (s *Store) LiveScratchDBs(ctx context.Context) (map[string]bool, error) {
 // on QueueChannel), until ctx ends. Connection errors are retried; callers
 // poll as well, so a missed notification only delays work.
 func (s *Store) ListenQueue(ctx context.Context, notify func()) error {
+	return s.listen(ctx, QueueChannel, func(string) { notify() })
+}
+
+// ListenUploads calls stop for every upload a writer took over (TakeUpload,
+// in any process), with the request id and the token of the writer
+// replaced, until ctx ends. Connection errors are retried; writers also
+// find out when they next renew their lease, so a missed notification only
+// delays the stop.
+func (s *Store) ListenUploads(ctx context.Context, stop func(id int64, token string)) error {
+	return s.listen(ctx, UploadChannel, func(payload string) {
+		idText, token, ok := strings.Cut(payload, " ")
+		id, err := strconv.ParseInt(idText, 10, 64)
+		if ok && err == nil && token != "" {
+			stop(id, token)
+		}
+	})
+}
+
+// listen runs LISTEN channel on a connection of its own, calling fn with
+// each payload, and starts again after a connection error, until ctx ends.
+func (s *Store) listen(ctx context.Context, channel string, fn func(payload string)) error {
 	for ctx.Err() == nil {
-		err := s.listenOnce(ctx, notify)
+		err := s.listenOnce(ctx, channel, fn)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -205,20 +228,22 @@ func (s *Store) ListenQueue(ctx context.Context, notify func()) error {
 	return nil
 }
 
-func (s *Store) listenOnce(ctx context.Context, notify func()) error {
+func (s *Store) listenOnce(ctx context.Context, channel string, fn func(payload string)) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, "LISTEN "+QueueChannel); err != nil {
+	ident := pgx.Identifier{channel}.Sanitize()
+	if _, err := conn.Exec(ctx, "LISTEN "+ident); err != nil {
 		return err
 	}
-	defer conn.Exec(context.WithoutCancel(ctx), "UNLISTEN "+QueueChannel) //nolint:errcheck
+	defer conn.Exec(context.WithoutCancel(ctx), "UNLISTEN "+ident) //nolint:errcheck
 	for {
-		if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
+		n, err := conn.Conn().WaitForNotification(ctx)
+		if err != nil {
 			return err
 		}
-		notify()
+		fn(n.Payload)
 	}
 }

@@ -184,20 +184,10 @@ func needState(r Request, want ...State) error {
 }
 
 // BeginUpload takes the upload lease of a draft request for token until
-// lease from now. It fails with ErrNotFound, a *StateError (not draft) or
-// ErrUploadBusy (another upload holds an unexpired lease).
+// lease from now, if no other writer holds it. It fails with ErrNotFound, a
+// *StateError (not draft) or ErrUploadBusy (another upload holds an
+// unexpired lease). Uploads themselves use TakeUpload.
 func (s *Store) BeginUpload(ctx context.Context, id int64, token string, lease time.Duration) error {
-	return s.beginUpload(ctx, id, token, lease, false)
-}
-
-// BeginInPlaceUpload is BeginUpload for a writer that changes the stored
-// upload in place (SFTP): the earlier upload stops counting as complete
-// until process records the new one.
-func (s *Store) BeginInPlaceUpload(ctx context.Context, id int64, token string, lease time.Duration) error {
-	return s.beginUpload(ctx, id, token, lease, true)
-}
-
-func (s *Store) beginUpload(ctx context.Context, id int64, token string, lease time.Duration, inPlace bool) error {
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		r, err := lockRequest(ctx, tx, id)
 		if err != nil {
@@ -209,16 +199,66 @@ func (s *Store) beginUpload(ctx context.Context, id int64, token string, lease t
 		if r.Uploading {
 			return ErrUploadBusy
 		}
-		_, err = tx.Exec(ctx, `UPDATE requests SET upload_token = $2, upload_lease_until = now() + $3::interval,
-			upload_size = CASE WHEN $4 THEN NULL ELSE upload_size END,
-			upload_sha256 = CASE WHEN $4 THEN NULL ELSE upload_sha256 END,
-			upload_completed_at = CASE WHEN $4 THEN NULL ELSE upload_completed_at END
-			WHERE id = $1`, id, token, lease, inPlace)
+		return setUploadLease(ctx, tx, id, token, lease, false)
+	})
+}
+
+// UploadChannel is the LISTEN/NOTIFY channel on which TakeUpload tells the
+// process holding an upload that a newer writer took it over. The payload
+// is "<request id> <token of the writer replaced>" (ListenUploads).
+const UploadChannel = "upgrade_upload_takeover"
+
+// TakeUpload takes the upload lease of a draft request for token until
+// lease from now, whoever holds it: the newest authenticated writer wins
+// (a resume after a network drop must not wait for the dead writer's lease
+// to expire). It returns the token it replaced ("" when none), whose
+// holder is told to stop through UploadChannel when the transaction
+// commits. inPlace is for a writer that changes the stored upload in place
+// (SFTP): the earlier upload stops counting as complete until that writer
+// records the new one. It fails with ErrNotFound or a *StateError (not
+// draft).
+func (s *Store) TakeUpload(ctx context.Context, id int64, token string, lease time.Duration, inPlace bool) (string, error) {
+	var replaced string
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var old *string
+		err := tx.QueryRow(ctx, `SELECT upload_token FROM requests WHERE id = $1 FOR UPDATE`, id).Scan(&old)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("store: take upload %d: %w", id, ErrNotFound)
+		}
 		if err != nil {
-			return fmt.Errorf("store: begin upload %d: %w", id, err)
+			return fmt.Errorf("store: take upload %d: %w", id, err)
+		}
+		r, err := getRequest(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := needState(r, StateDraft); err != nil {
+			return err
+		}
+		if err := setUploadLease(ctx, tx, id, token, lease, inPlace); err != nil {
+			return err
+		}
+		if old != nil && *old != token {
+			replaced = *old
+			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, UploadChannel, fmt.Sprintf("%d %s", id, replaced)); err != nil {
+				return fmt.Errorf("store: take upload %d: notify: %w", id, err)
+			}
 		}
 		return nil
 	})
+	return replaced, err
+}
+
+func setUploadLease(ctx context.Context, tx pgx.Tx, id int64, token string, lease time.Duration, inPlace bool) error {
+	_, err := tx.Exec(ctx, `UPDATE requests SET upload_token = $2, upload_lease_until = now() + $3::interval,
+		upload_size = CASE WHEN $4 THEN NULL ELSE upload_size END,
+		upload_sha256 = CASE WHEN $4 THEN NULL ELSE upload_sha256 END,
+		upload_completed_at = CASE WHEN $4 THEN NULL ELSE upload_completed_at END
+		WHERE id = $1`, id, token, lease, inPlace)
+	if err != nil {
+		return fmt.Errorf("store: upload lease %d: %w", id, err)
+	}
+	return nil
 }
 
 // RenewUpload extends the upload lease held by token. It fails with

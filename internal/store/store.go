@@ -4,15 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-
 	"io/fs"
 
 	"github.com/golang-migrate/migrate/v4"
-	_ "github.com/golang-migrate/migrate/v4/database/pgx/v5" // registers the pgx5:// migrate driver
+	pgx5 "github.com/golang-migrate/migrate/v4/database/pgx/v5"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // Store is the PostgreSQL-backed record of upgrade requests.
@@ -49,23 +48,35 @@ func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 }
 
 // Migrate applies every pending migration in fsys to the database at
-// databaseURL (a postgres:// URL). Nothing to apply is not an error.
+// databaseURL, in any form pgx reads (postgres://… URL or libpq's
+// key=value). Nothing to apply is not an error. Its errors never hold the
+// password (pgx redacts its parse errors; connection errors name user,
+// host and database only).
 func Migrate(ctx context.Context, databaseURL string, fsys fs.FS) error {
-	u, err := url.Parse(databaseURL)
+	cfg, err := pgx.ParseConfig(databaseURL)
 	if err != nil {
-		return fmt.Errorf("store: migrate: parse database URL: %w", err)
+		return fmt.Errorf("store: migrate: %w", err)
 	}
-	u.Scheme = "pgx5"
 	src, err := iofs.New(fsys, ".")
 	if err != nil {
 		return fmt.Errorf("store: migrate: open migrations: %w", err)
 	}
-	m, err := migrate.NewWithSourceInstance("iofs", src, u.String())
+	db := stdlib.OpenDB(*cfg)
+	// The name as a postgres:// URL gave it before (its path), so the
+	// advisory lock that serializes concurrent migrations stays the same.
+	drv, err := pgx5.WithInstance(db, &pgx5.Config{DatabaseName: "/" + cfg.Database})
 	if err != nil {
+		db.Close()
 		src.Close()
 		return fmt.Errorf("store: migrate: connect: %w", err)
 	}
-	defer m.Close()
+	m, err := migrate.NewWithInstance("iofs", src, "pgx5", drv)
+	if err != nil {
+		drv.Close()
+		src.Close()
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	defer m.Close() // closes the source, the driver and db
 	done := make(chan struct{})
 	defer close(done)
 	go func() {

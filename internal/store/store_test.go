@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/upgrade-server/upgrade-server/internal/pgtest"
 	"github.com/upgrade-server/upgrade-server/internal/store"
+	"github.com/upgrade-server/upgrade-server/migrations"
 )
 
 func TestMain(m *testing.M) { pgtest.Exit(m) }
@@ -204,8 +207,8 @@ func TestInPlaceUploadInvalidatesTheCompleteOne(t *testing.T) {
 	if _, err := s.CompleteUpload(ctx, r.ID, "http", 10, "abc"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.BeginInPlaceUpload(ctx, r.ID, "sftp", time.Minute); err != nil {
-		t.Fatal(err)
+	if replaced, err := s.TakeUpload(ctx, r.ID, "sftp", time.Minute, true); err != nil || replaced != "" {
+		t.Fatalf("take a free upload: %q, %v", replaced, err)
 	}
 	got, _ := s.Request(ctx, r.ID)
 	if got.UploadCompletedAt != nil || got.UploadSize != nil || !got.Uploading {
@@ -321,5 +324,95 @@ func TestExpiredLeaseIsReclaimed(t *testing.T) {
 	r, _ := s.Request(ctx, j.ID)
 	if r.State != store.StateDone || r.FinishedAt == nil {
 		t.Fatalf("after finish: %+v", r)
+	}
+}
+
+// TestMigrateKeyValue: libpq's key=value form works as well as a URL.
+func TestMigrateKeyValue(t *testing.T) {
+	t.Parallel()
+	u, err := url.Parse(pgtest.NewSchema(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := fmt.Sprintf("host=%s port=%s user=%s dbname=%s search_path=%s", u.Hostname(), u.Port(), u.User.Username(),
+		strings.TrimPrefix(u.Path, "/"), u.Query().Get("search_path"))
+	if sslmode := u.Query().Get("sslmode"); sslmode != "" {
+		kv += " sslmode=" + sslmode
+	}
+	if u.Port() == "" { // a Unix socket: host is in the query
+		kv = fmt.Sprintf("host=%s user=%s dbname=%s search_path=%s", u.Query().Get("host"), u.User.Username(),
+			strings.TrimPrefix(u.Path, "/"), u.Query().Get("search_path"))
+	}
+	for range 2 { // the second run has nothing to apply
+		if err := store.Migrate(context.Background(), kv, migrations.FS); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestTakeUpload: a new writer takes the lease from a live one at once; the
+// old one's token stops working and its process hears of it on
+// UploadChannel.
+func TestTakeUpload(t *testing.T) {
+	t.Parallel()
+	s, _ := pgtest.NewStore(t)
+	ctx := context.Background()
+	r := newRequest(t, s)
+	heard := make(chan string, 4)
+	lctx, cancel := context.WithCancel(ctx)
+	listening := make(chan error, 1)
+	go func() {
+		listening <- s.ListenUploads(lctx, func(id int64, token string) { heard <- fmt.Sprintf("%d %s", id, token) })
+	}()
+	t.Cleanup(func() { cancel(); <-listening })
+
+	if err := s.BeginUpload(ctx, r.ID, "old", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// The listener may not be listening yet: take over until it hears.
+	var replaced string
+	deadline := time.Now().Add(10 * time.Second)
+	for got := ""; got == ""; {
+		tok := fmt.Sprintf("new%d", time.Now().UnixNano())
+		var err error
+		if replaced, err = s.TakeUpload(ctx, r.ID, tok, time.Minute, false); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got = <-heard:
+			if got != fmt.Sprintf("%d %s", r.ID, replaced) {
+				t.Fatalf("heard %q, replaced %q", got, replaced)
+			}
+		case <-time.After(100 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("the takeover was never announced")
+			}
+		}
+	}
+	if err := s.RenewUpload(ctx, r.ID, "old", time.Minute); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("the replaced writer still renews: %v", err)
+	}
+	if _, err := s.CompleteUpload(ctx, r.ID, "old", 1, "x"); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("the replaced writer completed: %v", err)
+	}
+	if _, err := s.Process(ctx, r.ID); !errors.Is(err, store.ErrUploadBusy) {
+		t.Fatalf("process while the new writer runs: %v", err)
+	}
+	q, _ := s.Request(ctx, r.ID)
+	if _, err := s.TakeUpload(ctx, r.ID, "x", time.Minute, false); err != nil || !q.Uploading {
+		t.Fatal(err)
+	}
+	if _, err := s.CompleteUpload(ctx, r.ID, "x", 5, "abc"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Process(ctx, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	var se *store.StateError
+	if _, err := s.TakeUpload(ctx, r.ID, "late", time.Minute, false); !errors.As(err, &se) {
+		t.Fatalf("take the upload of a queued request: %v", err)
+	}
+	if _, err := s.TakeUpload(ctx, r.ID+1000, "x", time.Minute, false); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("take the upload of no request: %v", err)
 	}
 }
