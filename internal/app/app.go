@@ -190,6 +190,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 	if err != nil {
 		return err
 	}
+	defer eng.Close()
 	if cfg.Workers > 0 {
 		// Untrusted work must be confinable before any is taken.
 		pctx, cancel := context.WithTimeout(ctx, time.Minute)

@@ -164,6 +164,15 @@ func New(logger *slog.Logger, cfg Config) (*Engine, error) {
 	return e, nil
 }
 
+// Close removes the runs' folder when it is a temporary one and empty (other
+// processes sharing the data directory may still use it).
+func (e *Engine) Close() error {
+	if e.work != e.cfg.Data.Work() {
+		os.Remove(e.work)
+	}
+	return nil
+}
+
 // ToolsUser names the OS user that runs the tools on uploads.
 func (e *Engine) ToolsUser() string { return e.tools.User() }
 
@@ -556,10 +565,14 @@ func (e *Engine) scratchConn(ctx context.Context, s scratchDB) (*pgx.Conn, error
 	return pgx.ConnectConfig(ctx, cfg)
 }
 
-// DropScratchDB drops a scratch database and its role (an earlier attempt's).
+// DropScratchDB drops a scratch database, its role and its work folder (an
+// earlier attempt's).
 func (e *Engine) DropScratchDB(ctx context.Context, name string) error {
 	if e.cfg.Kind == Passthrough {
 		return nil
+	}
+	if strings.HasPrefix(name, e.prefix()) {
+		os.RemoveAll(filepath.Join(e.work, name))
 	}
 	return e.dropScratch(ctx, name)
 }

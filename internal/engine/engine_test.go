@@ -55,6 +55,7 @@ func newEnv(t *testing.T, cfg engine.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { eng.Close() })
 	e.eng = eng
 	return e
 }

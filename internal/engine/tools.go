@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -108,8 +110,10 @@ func (t *tools) command(ctx context.Context, dir string, env []string, name stri
 }
 
 // workRoot returns where the runs' folders go: dir when the tools user can
-// reach it, else a private folder under the system's temporary directory
-// (a data directory under /root, say, is closed to other users).
+// reach it, else a folder of this data directory's under the system's
+// temporary directory (a data directory under /root, say, is closed to
+// other users), made 0711 by this process, and refused if someone else
+// made it first.
 func (t *tools) workRoot(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return "", err
@@ -117,12 +121,18 @@ func (t *tools) workRoot(dir string) (string, error) {
 	if t.cred == nil || traversable(dir, t.cred.Uid, t.cred.Gid) {
 		return dir, nil
 	}
-	tmp, err := os.MkdirTemp("", "upgrade-server-work-")
+	sum := sha256.Sum256([]byte(dir))
+	tmp := filepath.Join(os.TempDir(), "upgrade-server-work-"+hex.EncodeToString(sum[:6]))
+	if err := os.Mkdir(tmp, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	st, err := os.Lstat(tmp)
 	if err != nil {
 		return "", err
 	}
-	if err := os.Chmod(tmp, 0o711); err != nil {
-		return "", err
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !st.IsDir() || !ok || int(sys.Uid) != os.Geteuid() || st.Mode().Perm() != 0o711 {
+		return "", fmt.Errorf("%s exists and is not this server's own folder (a directory of its user, mode 0711): remove it, or make the data directory reachable by the tools user", tmp)
 	}
 	return tmp, nil
 }

@@ -269,6 +269,7 @@ func TestKilledWorkerIsTakenOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer eng.Close()
 	done := make(chan int64, 1)
 	w := worker.New(logger(), st, eng, worker.Config{Slots: 1, Lease: 2 * time.Second, PollEvery: 200 * time.Millisecond,
 		Owner: "rescuer", JobDoneFunc: func(id int64) { done <- id }})
