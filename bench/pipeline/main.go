@@ -2,7 +2,7 @@
 // bench/pipeline.sh: the builtin engine on one dump, and inspection of a
 // dump next to reading the same file once.
 //
-//	pipeline engine -db URL -dump FILE -target 16.0
+//	pipeline engine -db URL -dump FILE -target 16.0 [-storage s3://bucket/prefix -s3-endpoint URL]
 //	pipeline inspect -dump FILE
 package main
 
@@ -16,9 +16,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/dump"
 	"github.com/upgrade-server/upgrade-server/internal/engine"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 )
 
 func main() {
@@ -31,6 +31,8 @@ func main() {
 	dumpPath := fs.String("dump", "", "the dump")
 	target := fs.String("target", "16.0", "target series")
 	work := fs.String("work", os.TempDir(), "data directory for the engine")
+	storage := fs.String("storage", "", "UPGRADE_STORAGE: file:///dir or s3://bucket/prefix (default: <work>/requests)")
+	s3Endpoint := fs.String("s3-endpoint", "", "the S3 endpoint (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
 	fs.Parse(os.Args[2:])
 	switch os.Args[1] {
 	case "inspect":
@@ -57,31 +59,41 @@ func main() {
 			n, read.Seconds(), float64(n)/(1<<20)/read.Seconds(), insp.Seconds(), insp.Seconds()/read.Seconds(),
 			info.Compressions, info.DatabaseVersion, info.PostgreSQL)
 	case "engine":
-		data := datadir.New(*work)
+		ctx := context.Background()
+		logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+		store, err := files.Open(ctx, logger, files.Config{URL: *storage, Local: *work,
+			S3: files.S3Config{Endpoint: *s3Endpoint, PathStyle: true}})
+		if err != nil {
+			fail(err)
+		}
 		const id = 1
-		dir, err := data.EnsureRequest(id)
+		// The dump goes into the store first (not timed): as an upload would.
+		if err := store.RemoveRequest(ctx, id); err != nil {
+			fail(err)
+		}
+		in, err := os.Open(*dumpPath)
 		if err != nil {
 			fail(err)
 		}
-		up := filepath.Join(dir, string(datadir.Upload))
-		os.Remove(up)
-		if err := os.Link(*dumpPath, up); err != nil {
+		if _, err := store.Receive(ctx, id, files.Upload, in, 0); err != nil {
 			fail(err)
 		}
-		eng, err := engine.New(slog.New(slog.NewTextHandler(io.Discard, nil)), engine.Config{Kind: engine.Builtin,
-			DatabaseURL: *db, Targets: []string{"12.0", "13.0", "14.0", "15.0", "16.0"}, Data: data})
+		in.Close()
+		eng, err := engine.New(logger, engine.Config{Kind: engine.Builtin, DatabaseURL: *db,
+			Targets: []string{"12.0", "13.0", "14.0", "15.0", "16.0"}, Files: store, WorkDir: filepath.Join(*work, "work"), DataRoot: *work})
 		if err != nil {
 			fail(err)
 		}
+		defer eng.Close()
 		t := time.Now()
-		_, err = eng.Run(context.Background(), engine.Job{ID: id, Attempt: 1, Target: *target, Aim: "production", Filename: "bench.dump"},
+		_, err = eng.Run(ctx, engine.Job{ID: id, Attempt: 1, Target: *target, Aim: "production", Filename: "bench.dump", Upload: files.Upload},
 			engine.Hooks{Log: func(level, msg string) {
 				fmt.Printf("  %6.1fs %s\n", time.Since(t).Seconds(), msg)
 			}})
 		if err != nil {
 			fail(err)
 		}
-		fmt.Printf("engine: %.2fs\n", time.Since(t).Seconds())
+		fmt.Printf("engine: %.2fs (%s)\n", time.Since(t).Seconds(), store.Describe())
 	}
 }
 

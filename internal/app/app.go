@@ -21,10 +21,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/engine"
 	"github.com/upgrade-server/upgrade-server/internal/fault"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/httpapi"
+	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/pgembed"
 	"github.com/upgrade-server/upgrade-server/internal/sftpd"
@@ -44,8 +45,12 @@ type Config struct {
 	// ScratchDatabaseURL is where scratch databases are made ("": the
 	// application's server).
 	ScratchDatabaseURL string
-	Targets            []string
-	Contracts          string
+	// Storage is where request files go: file:///path or s3://bucket/prefix
+	// ("": <DataDir>/requests); S3 reaches an object store.
+	Storage   string
+	S3        files.S3Config
+	Targets   []string
+	Contracts string
 	// ContractValidFunc, when set, decides contracts instead of Contracts.
 	ContractValidFunc func(contract string) bool
 	MaxUploadBytes    int64
@@ -91,6 +96,9 @@ type Addrs struct {
 // gives it.
 func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addrs)) (err error) {
 	secrets := dsnSecrets(cfg.DatabaseURL)
+	if cfg.S3.SecretKey != "" {
+		secrets = append(secrets, cfg.S3.SecretKey)
+	}
 	logger = redactLogs(logger, secrets)
 	defer func() { err = redactErr(err, secrets) }()
 	return serve(ctx, cfg, logger, ready)
@@ -98,6 +106,9 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 
 func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addrs)) error {
 	secrets := dsnSecrets(cfg.DatabaseURL)
+	if cfg.S3.SecretKey != "" {
+		secrets = append(secrets, cfg.S3.SecretKey)
+	}
 	contractValid, nContracts, err := contractChecker(cfg.Contracts)
 	if err != nil {
 		return err
@@ -109,10 +120,21 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 	if err != nil {
 		return err
 	}
-	data := datadir.New(dataDir)
-	if err := data.Init(); err != nil {
+	// Traversable by other users (0711), so an embedded PostgreSQL running
+	// as its own user reaches <data>/postgres, and the tools user its work
+	// folder; what is inside stays private.
+	if err := os.MkdirAll(dataDir, 0o711); err != nil {
 		return err
 	}
+	workDir := filepath.Join(dataDir, "work")
+	if err := os.MkdirAll(workDir, 0o711); err != nil {
+		return err
+	}
+	fstore, err := files.Open(ctx, logger, files.Config{URL: cfg.Storage, Local: dataDir, Fsync: cfg.UploadFsync, S3: cfg.S3})
+	if err != nil {
+		return err
+	}
+	logger.Info("request files", "store", fstore.Describe())
 
 	dbURL := cfg.DatabaseURL
 	var reserved []uint32 // OS users the tools must not run as
@@ -157,21 +179,25 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		return err
 	}
 	fingerprints := sftpd.Fingerprints(hostKeys)
-	// Start-up housekeeping of the data directory: finish or drop imports a
-	// crash interrupted, and remove the part files of interrupted HTTP
-	// uploads (only those no live writer holds, of this process or another
-	// sharing the directory, and older than an upload lease).
-	if err := httpapi.RecoverImports(ctx, logger, st, data); err != nil {
+	// Start-up housekeeping of the files: finish or drop imports a crash
+	// interrupted, remove what interrupted writes left (only what no live
+	// writer holds, in this process or another, and older than an upload
+	// lease) and the files of requests deleted while a crash came between
+	// the record and its files.
+	if err := httpapi.RecoverImports(ctx, logger, st, fstore); err != nil {
 		return fmt.Errorf("recover interrupted imports: %w", err)
 	}
-	if removed, err := data.SweepParts(uploadLease); err != nil {
-		logger.Warn("sweep interrupted uploads", "err", err)
-	} else if len(removed) > 0 {
-		logger.Info("removed the part files of interrupted uploads", "files", len(removed))
+	if n, err := fstore.SweepPartials(ctx, uploadLease); err != nil {
+		logger.Warn("sweep interrupted writes", "err", err)
+	} else if n > 0 {
+		logger.Info("removed what interrupted writes left", "files", n)
+	}
+	if err := sweepDeleted(ctx, logger, st, fstore); err != nil {
+		logger.Warn("sweep the files of deleted requests", "err", err)
 	}
 	uploads := httpapi.NewUploads()
 
-	sftpSrv, err := sftpd.New(logger, st, sftpd.Config{HostSigners: hostKeys, Data: data, IdleTimeout: cfg.SFTPIdleTimeout,
+	sftpSrv, err := sftpd.New(logger, st, sftpd.Config{HostSigners: hostKeys, Files: fstore, IdleTimeout: cfg.SFTPIdleTimeout,
 		Ciphers: cfg.SFTPCiphers, Metrics: met, Faults: faults, UploadLease: uploadLease, MaxUploadBytes: cfg.MaxUploadBytes,
 		UploadFsync: cfg.UploadFsync, LoginGrace: cfg.SSHLoginGrace, MaxStartups: cfg.SSHMaxStartups,
 		MaxStartupsPerAddress: cfg.SSHMaxStartupsPerAddress})
@@ -185,7 +211,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 	}
 	eng, err := engine.New(logger, engine.Config{Kind: cfg.Engine, DatabaseURL: scratchURL, AppDatabaseURL: dbURL,
 		Targets: cfg.Targets, ScriptsDir: cfg.ScriptsDir, Command: cfg.EngineCommand, Timeout: cfg.EngineTimeout,
-		Data: data, MockDuration: cfg.MockDuration, ToolsUser: cfg.ToolsUser, ReservedUIDs: reserved,
+		Files: fstore, WorkDir: workDir, DataRoot: dataDir, MockDuration: cfg.MockDuration, ToolsUser: cfg.ToolsUser, ReservedUIDs: reserved,
 		MaxRestoreBytes: cfg.MaxRestoreBytes})
 	if err != nil {
 		return err
@@ -227,25 +253,21 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		sftpHost = u.Hostname()
 	}
 
-	api := httpapi.NewHandler(logger, st, httpapi.Options{
-		PublicURL:         publicURL,
-		Region:            cfg.Region,
-		Targets:           cfg.Targets,
-		ContractValidFunc: contractValid,
-		MaxUploadBytes:    cfg.MaxUploadBytes,
-		NoUploadSync:      !cfg.UploadFsync,
-		UploadLease:       uploadLease,
-		Uploads:           uploads,
-		SFTPHost:          sftpHost,
-		SFTPPort:          cfg.SFTPPublicPort,
-		SFTPHostKeys:      fingerprints,
-		SFTPAccessTTL:     cfg.SFTPAccessTTL,
-		Data:              data,
-		SQLStreamFunc:     eng.OpenSQL,
-		AdminToken:        cfg.AdminToken,
-		AdminStore:        st,
-		Metrics:           met,
-		Faults:            faults,
+	api := httpapi.NewHandler(logger, httpapi.Config{
+		Requests:       st,
+		Files:          fstore,
+		Admin:          st,
+		AdminToken:     cfg.AdminToken,
+		PublicURL:      publicURL,
+		Region:         cfg.Region,
+		Rules:          input.Rules{Targets: cfg.Targets, ContractValidFunc: contractValid},
+		MaxUploadBytes: cfg.MaxUploadBytes,
+		UploadLease:    uploadLease,
+		Uploads:        uploads,
+		SFTP:           httpapi.SFTPInfo{Host: sftpHost, Port: cfg.SFTPPublicPort, HostKeys: fingerprints, AccessTTL: cfg.SFTPAccessTTL},
+		SQLStream:      eng.OpenSQL,
+		Metrics:        met,
+		Faults:         faults,
 	})
 	srv := &http.Server{
 		Handler:           api,
@@ -317,6 +339,23 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		return nil
 	})
 	return g.Wait()
+}
+
+// sweepDeleted removes the files of requests deleted while a crash came
+// between their record and their files (the deletion is recorded, the
+// files' removal forgets it), then forgets them.
+func sweepDeleted(ctx context.Context, logger *slog.Logger, st *store.Store, fs *files.Store) error {
+	ids, err := st.DeletedRequests(ctx)
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	for _, id := range ids {
+		if err := fs.RemoveRequest(ctx, id); err != nil {
+			return err
+		}
+	}
+	logger.Info("removed the files of deleted requests", "requests", len(ids))
+	return st.ForgetDeleted(ctx, ids)
 }
 
 // uploadLease is how long an upload's lease lasts between renewals: a

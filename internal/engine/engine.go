@@ -19,8 +19,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/dump"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 )
 
 // Kinds of engine, chosen by UPGRADE_ENGINE.
@@ -56,7 +56,13 @@ type Config struct {
 	Command string
 	// Timeout bounds a whole run: restore, upgrade and dump (default 4h).
 	Timeout time.Duration
-	Data    datadir.Dir
+	// Files are the request files: the engine reads the upload and writes
+	// the artifacts there, on local disk or in object storage.
+	Files FileStore
+	// WorkDir is where runs' working folders go (<data>/work); DataRoot is
+	// the data directory (its paths are kept out of customers' messages).
+	WorkDir  string
+	DataRoot string
 	// Namespace separates this deployment's scratch databases from others
 	// on the same server; "" derives it from the application database
 	// (AppDatabaseURL, else DatabaseURL).
@@ -78,6 +84,16 @@ type Config struct {
 	MaxRestoreBytes int64
 }
 
+// FileStore is what the engine needs of the request files; *files.Store
+// satisfies it.
+type FileStore interface {
+	Open(ctx context.Context, id int64, name files.Name) (files.Object, error)
+	Stat(ctx context.Context, id int64, name files.Name) (files.Info, error)
+	Create(ctx context.Context, id int64, name files.Name) (*files.Writer, error)
+	WriteFile(ctx context.Context, id int64, name files.Name, data []byte) error
+	Link(ctx context.Context, id int64, from, to files.Name) error
+}
+
 // Job is one request to run.
 type Job struct {
 	ID       int64
@@ -85,6 +101,8 @@ type Job struct {
 	Target   string
 	Aim      string
 	Filename string
+	// Upload is the request's upload (its file in the store).
+	Upload files.Name
 }
 
 // Hooks report progress to the caller while a job runs.
@@ -133,10 +151,10 @@ func New(logger *slog.Logger, cfg Config) (*Engine, error) {
 	if e.tools, err = newTools(cfg.ToolsUser, cfg.ReservedUIDs); err != nil {
 		return nil, err
 	}
-	if e.work, err = e.tools.workRoot(cfg.Data.Work()); err != nil {
+	if e.work, err = e.tools.workRoot(cfg.WorkDir); err != nil {
 		return nil, fmt.Errorf("engine: work folder: %w", err)
 	}
-	if e.work != cfg.Data.Work() {
+	if e.work != cfg.WorkDir {
 		e.logger.Info("the tools user cannot reach the data directory; runs work in a private temporary folder",
 			"tools_user", e.tools.User(), "work_dir", e.work)
 	}
@@ -167,7 +185,7 @@ func New(logger *slog.Logger, cfg Config) (*Engine, error) {
 // Close removes the runs' folder when it is a temporary one and empty (other
 // processes sharing the data directory may still use it).
 func (e *Engine) Close() error {
-	if e.work != e.cfg.Data.Work() {
+	if e.work != e.cfg.WorkDir {
 		os.Remove(e.work)
 	}
 	return nil
@@ -199,12 +217,40 @@ func namespaceOf(dbURL string) string {
 // Run runs one job to its end. A *CustomerError says why the request fails.
 func (e *Engine) Run(ctx context.Context, job Job, hooks Hooks) (Result, error) {
 	r := e.newRun(job, hooks)
+	if err := r.openUpload(ctx); err != nil {
+		return Result{}, err
+	}
+	defer r.src.Close()
 	return r.run(ctx)
 }
 
 func (e *Engine) newRun(job Job, hooks Hooks) *run {
-	return &run{e: e, job: job, hooks: hooks, started: time.Now(), upload: e.cfg.Data.Path(job.ID, datadir.Upload),
+	return &run{e: e, job: job, hooks: hooks, started: time.Now(),
 		scratch: scratchDB{name: fmt.Sprintf("%s%d_%d", e.prefix(), job.ID, job.Attempt)}}
+}
+
+// openUpload opens the request's upload, read by every step that needs it.
+func (r *run) openUpload(ctx context.Context) error {
+	if r.job.Upload == "" {
+		return customer("The request has no upload.")
+	}
+	o, err := r.e.cfg.Files.Open(ctx, r.job.ID, r.job.Upload)
+	if errors.Is(err, files.ErrNotExist) {
+		return customer("The upload is missing from the server's storage; upload it again.")
+	}
+	if err != nil {
+		return fmt.Errorf("open the upload: %w", err)
+	}
+	r.src = o
+	return nil
+}
+
+// upgradedSize is the size of the upgraded dump, 0 when there is none.
+func (r *run) upgradedSize(ctx context.Context) int64 {
+	if info, err := r.e.cfg.Files.Stat(ctx, r.job.ID, files.UpgradedArchive); err == nil {
+		return info.Size
+	}
+	return 0
 }
 
 // planModules lists the inspected modules with their target versions.
@@ -230,9 +276,9 @@ type run struct {
 	job      Job
 	hooks    Hooks
 	started  time.Time
-	upload   string
-	work     *workDir // made by fullUpgrade
-	budget   *budget  // what the upload may expand to
+	src      files.Object // the upload
+	work     *workDir     // made by fullUpgrade
+	budget   *budget      // what the upload may expand to
 	info     dump.Info
 	steps    []step
 	warnings []string
@@ -266,7 +312,7 @@ func (r *run) timed(name string, fn func() error) error {
 func (r *run) run(ctx context.Context) (Result, error) {
 	r.budget = newBudget(r.e.cfg.MaxRestoreBytes)
 	err := r.timed("Inspecting the dump", func() error {
-		info, err := dump.InspectFileLimited(r.upload, dump.Limits{MaxExpanded: r.e.cfg.MaxRestoreBytes})
+		info, err := dump.InspectLimited(r.src, r.src.Info().Size, dump.Limits{MaxExpanded: r.e.cfg.MaxRestoreBytes})
 		if err != nil {
 			if dump.IsFormatError(err) {
 				return customer("The uploaded file cannot be used: %v.", err)
@@ -293,7 +339,7 @@ func (r *run) run(ctx context.Context) (Result, error) {
 	switch r.e.cfg.Kind {
 	case Passthrough:
 		err = r.timed("Passing the upload through", func() error {
-			if err := r.passthrough(); err != nil {
+			if err := r.passthrough(ctx); err != nil {
 				return err
 			}
 			if d := r.e.cfg.MockDuration; d > 0 {
@@ -317,13 +363,11 @@ func (r *run) run(ctx context.Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if st, err := os.Stat(r.e.cfg.Data.Path(r.job.ID, datadir.UpgradedArchive)); err == nil {
-		res.UpgradedSize = st.Size()
-	}
-	if err := r.writeModules(); err != nil {
+	res.UpgradedSize = r.upgradedSize(ctx)
+	if err := r.writeModules(ctx); err != nil {
 		return Result{}, err
 	}
-	if err := r.writeNotes(); err != nil {
+	if err := r.writeNotes(ctx); err != nil {
 		return Result{}, err
 	}
 	return res, nil
@@ -334,7 +378,11 @@ func (r *run) run(ctx context.Context) (Result, error) {
 // upgraded dump, inspection fills what it can, and the run lasts duration.
 func (e *Engine) RunMock(ctx context.Context, job Job, hooks Hooks, duration time.Duration) (Result, error) {
 	r := e.newRun(job, hooks)
-	info, err := dump.InspectFile(r.upload)
+	if err := r.openUpload(ctx); err != nil {
+		return Result{}, err
+	}
+	defer r.src.Close()
+	info, err := dump.Inspect(r.src, r.src.Info().Size)
 	if err == nil {
 		r.info = info
 		if hooks.Inspected != nil {
@@ -347,7 +395,7 @@ func (e *Engine) RunMock(ctx context.Context, job Job, hooks Hooks, duration tim
 		r.log("info", "Scenario: the upload is not inspected (%v).", err)
 	}
 	if err := r.timed("Scenario run", func() error {
-		if err := r.passthrough(); err != nil {
+		if err := r.passthrough(ctx); err != nil {
 			return err
 		}
 		t := time.NewTimer(duration)
@@ -361,24 +409,19 @@ func (e *Engine) RunMock(ctx context.Context, job Job, hooks Hooks, duration tim
 	}); err != nil {
 		return Result{}, err
 	}
-	if err := r.writeModules(); err != nil {
+	if err := r.writeModules(ctx); err != nil {
 		return Result{}, err
 	}
-	if err := r.writeNotes(); err != nil {
+	if err := r.writeNotes(ctx); err != nil {
 		return Result{}, err
 	}
-	var res Result
-	if st, err := os.Stat(e.cfg.Data.Path(job.ID, datadir.UpgradedArchive)); err == nil {
-		res.UpgradedSize = st.Size()
-	}
-	return res, nil
+	return Result{UpgradedSize: r.upgradedSize(ctx)}, nil
 }
 
-// passthrough links the upload as the upgraded dump (no copy).
-func (r *run) passthrough() error {
-	dst := r.e.cfg.Data.Path(r.job.ID, datadir.UpgradedArchive)
-	os.Remove(dst)
-	if err := os.Link(r.upload, dst); err != nil {
+// passthrough makes the upload the upgraded dump, without copying it
+// through this process (a hard link, or the object store's own copy).
+func (r *run) passthrough(ctx context.Context) error {
+	if err := r.e.cfg.Files.Link(ctx, r.job.ID, r.job.Upload, files.UpgradedArchive); err != nil {
 		return fmt.Errorf("link the upload: %w", err)
 	}
 	return nil

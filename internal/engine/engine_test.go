@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,9 +18,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/dump"
 	"github.com/upgrade-server/upgrade-server/internal/engine"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/pgtest"
 )
 
@@ -30,12 +31,13 @@ var targets = []string{"12.0", "13.0", "14.0", "15.0", "16.0", "17.0"}
 const fixtures = "../dump/testdata/fixtures/"
 
 type env struct {
-	t    *testing.T
-	eng  *engine.Engine
-	data datadir.Dir
-	url  string
-	mu   sync.Mutex
-	logs []string
+	t     *testing.T
+	eng   *engine.Engine
+	root  string // the data directory
+	files *files.Store
+	url   string
+	mu    sync.Mutex
+	logs  []string
 }
 
 func newEnv(t *testing.T, cfg engine.Config) *env {
@@ -45,8 +47,13 @@ func newEnv(t *testing.T, cfg engine.Config) *env {
 			t.Fatalf("%s is needed: %v", tool, err)
 		}
 	}
-	e := &env{t: t, data: datadir.New(t.TempDir()), url: pgtest.BaseURL(t)}
-	cfg.DatabaseURL, cfg.Data, cfg.Targets = e.url, e.data, targets
+	e := &env{t: t, root: t.TempDir(), url: pgtest.BaseURL(t)}
+	fs, err := files.Open(context.Background(), slog.New(slog.DiscardHandler), files.Config{Local: e.root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.files = fs
+	cfg.DatabaseURL, cfg.Files, cfg.WorkDir, cfg.DataRoot, cfg.Targets = e.url, fs, filepath.Join(e.root, "work"), e.root, targets
 	cfg.Namespace = fmt.Sprintf("t%d%d", os.Getpid(), time.Now().UnixNano()%100000)
 	if cfg.Kind == "" {
 		cfg.Kind = engine.Builtin
@@ -76,13 +83,21 @@ func (e *env) job(fixture, target, aim string) engine.Job {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if _, err := e.data.EnsureRequest(id); err != nil {
+	e.setUpload(id, b)
+	return engine.Job{ID: id, Attempt: 1, Target: target, Aim: aim, Filename: fixture, Upload: files.Upload}
+}
+
+// setUpload stores data as request id's upload.
+func (e *env) setUpload(id int64, data []byte) {
+	e.t.Helper()
+	if err := e.files.WriteFile(context.Background(), id, files.Upload, data); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := os.WriteFile(e.data.Path(id, datadir.Upload), b, 0o600); err != nil {
-		e.t.Fatal(err)
-	}
-	return engine.Job{ID: id, Attempt: 1, Target: target, Aim: aim, Filename: fixture}
+}
+
+// path is where the file store keeps request id's file name.
+func (e *env) path(id int64, name files.Name) string {
+	return filepath.Join(e.root, "requests", strconv.FormatInt(id, 10), string(name))
 }
 
 func (e *env) run(j engine.Job) (engine.Result, error) {
@@ -110,7 +125,7 @@ func TestBuiltinEveryFormat(t *testing.T) {
 			if _, err := e.run(j); err != nil {
 				t.Fatalf("run: %v\n%s", err, strings.Join(e.logs, "\n"))
 			}
-			after, err := dump.InspectFile(e.data.Path(j.ID, datadir.UpgradedArchive))
+			after, err := dump.InspectFile(e.path(j.ID, files.UpgradedArchive))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,8 +140,8 @@ func TestBuiltinEveryFormat(t *testing.T) {
 					t.Errorf("module %s at %s", m, v)
 				}
 			}
-			for _, a := range []datadir.Artifact{datadir.Notes, datadir.Modules} {
-				if st, err := os.Stat(e.data.Path(j.ID, a)); err != nil || st.Size() == 0 {
+			for _, a := range []files.Name{files.Notes, files.Modules} {
+				if st, err := os.Stat(e.path(j.ID, a)); err != nil || st.Size() == 0 {
 					t.Errorf("%s missing: %v", a, err)
 				}
 			}
@@ -172,7 +187,7 @@ func TestUpgradedDatabase(t *testing.T) {
 	cfg, _ := pgx.ParseConfig(e.url)
 	cfg.Database = check
 	cfg.RuntimeParams = map[string]string{}
-	cmd := exec.Command("pg_restore", "--no-owner", "-d", check, e.data.Path(j.ID, datadir.UpgradedArchive))
+	cmd := exec.Command("pg_restore", "--no-owner", "-d", check, e.path(j.ID, files.UpgradedArchive))
 	cmd.Env = append(os.Environ(), "PGHOST="+cfg.Host, "PGPORT="+itoa(int(cfg.Port)), "PGUSER="+cfg.User)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("restore the result: %v %s", err, out)
@@ -206,13 +221,13 @@ func TestRefusals(t *testing.T) {
 		t.Fatalf("downgrade: %v", err)
 	}
 	j := e.job("odoo16.sql", "17.0", "test")
-	os.WriteFile(e.data.Path(j.ID, datadir.Upload), []byte("not a dump at all\n"), 0o600)
+	os.WriteFile(e.path(j.ID, files.Upload), []byte("not a dump at all\n"), 0o600)
 	if _, err = e.run(j); !errors.As(err, &ce) || !strings.Contains(ce.Message, "not a database dump") {
 		t.Fatalf("garbage: %v", err)
 	}
 	b, _ := os.ReadFile(fixtures + "odoo16.custom.dump")
 	j = e.job("odoo16.sql", "17.0", "test")
-	os.WriteFile(e.data.Path(j.ID, datadir.Upload), b[:len(b)*2/3], 0o600)
+	os.WriteFile(e.path(j.ID, files.Upload), b[:len(b)*2/3], 0o600)
 	if _, err = e.run(j); !errors.As(err, &ce) {
 		t.Fatalf("truncated: %v", err)
 	}
@@ -250,7 +265,7 @@ psql -X -q -v ON_ERROR_STOP=1 -c "UPDATE ir_module_module SET latest_version = '
 	if !strings.Contains(strings.Join(e.logs, "\n"), "| upgrading 12.0 to 16.0 for") {
 		t.Fatalf("command output not in the log:\n%s", strings.Join(e.logs, "\n"))
 	}
-	after, err := dump.InspectFile(e.data.Path(j.ID, datadir.UpgradedArchive))
+	after, err := dump.InspectFile(e.path(j.ID, files.UpgradedArchive))
 	if err != nil || after.Modules["base"] != "16.0.9.9" {
 		t.Fatalf("after the command: %+v %v", after.Modules, err)
 	}
@@ -268,8 +283,8 @@ func TestPassthrough(t *testing.T) {
 	if _, err := e.run(j); err != nil {
 		t.Fatal(err)
 	}
-	a, _ := os.Stat(e.data.Path(j.ID, datadir.Upload))
-	b, _ := os.Stat(e.data.Path(j.ID, datadir.UpgradedArchive))
+	a, _ := os.Stat(e.path(j.ID, files.Upload))
+	b, _ := os.Stat(e.path(j.ID, files.UpgradedArchive))
 	if !os.SameFile(a, b) {
 		t.Fatal("the upgraded artifact is not the upload linked")
 	}
@@ -280,14 +295,12 @@ func TestOpenSQL(t *testing.T) {
 	e := newEnv(t, engine.Config{})
 	for _, f := range []string{"custom.dump", "custom-piped.dump", "custom.dump.gz", "tar", "dir.zip", "dir.tar", "sql", "sql.gz", "odoo-backup.zip"} {
 		t.Run(f, func(t *testing.T) {
-			p := t.TempDir() + "/upload"
-			b, _ := os.ReadFile(fixtures + "odoo16." + f)
-			os.WriteFile(p, b, 0o600)
-			info, err := dump.InspectFile(p)
+			j := e.job("odoo16."+f, "17.0", "test")
+			info, err := dump.InspectFile(e.path(j.ID, files.Upload))
 			if err != nil {
 				t.Fatal(err)
 			}
-			rc, err := e.eng.OpenSQL(context.Background(), p, info.Compressions)
+			rc, err := e.eng.OpenSQL(context.Background(), j.ID, files.Upload, info.Compressions)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -298,7 +311,7 @@ func TestOpenSQL(t *testing.T) {
 			}
 		})
 	}
-	if _, err := e.eng.OpenSQL(context.Background(), "/nonexistent", nil); !errors.Is(err, engine.ErrNoSQL) {
+	if _, err := e.eng.OpenSQL(context.Background(), 1, files.Upload, nil); !errors.Is(err, engine.ErrNoSQL) {
 		t.Fatalf("unknown layers: %v", err)
 	}
 }
@@ -315,7 +328,7 @@ func TestArchiveNewerThanPgRestore(t *testing.T) {
 	}
 	e := newEnv(t, engine.Config{})
 	j := e.job("odoo16.sql", "18.0", "test")
-	if err := os.WriteFile(e.data.Path(j.ID, datadir.Upload), archive116(), 0o600); err != nil {
+	if err := os.WriteFile(e.path(j.ID, files.Upload), archive116(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err = e.run(j)

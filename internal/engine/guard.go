@@ -125,7 +125,7 @@ func (r *run) dbSize(ctx context.Context) (int64, error) {
 // customer reads it: a path under the work folder or the data directory
 // becomes its last element. The log keeps the message whole.
 func (r *run) scrub(msg string) string {
-	prefixes := []string{r.e.cfg.Data.Root()}
+	prefixes := []string{r.e.cfg.DataRoot}
 	if r.work != nil {
 		prefixes = append([]string{r.work.path}, prefixes...)
 	}

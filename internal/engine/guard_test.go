@@ -4,14 +4,12 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
 )
 
 // TestScrub: customers read tools' messages without the server's paths.
 func TestScrub(t *testing.T) {
 	admin, _ := pgx.ParseConfig("postgres://u@/db?host=/srv/upgrade/data/postgres-run")
-	r := &run{e: &Engine{cfg: Config{Data: datadir.New("/srv/upgrade/data")}, admin: admin},
+	r := &run{e: &Engine{cfg: Config{DataRoot: "/srv/upgrade/data"}, admin: admin},
 		work: &workDir{path: "/srv/upgrade/data/work/upgrade_scratch_x_8_1"}}
 	for in, want := range map[string]string{
 		`could not open input file "/srv/upgrade/data/work/upgrade_scratch_x_8_1/restore-dir/3446.dat": No such file`: `could not open input file "3446.dat": No such file`,

@@ -14,21 +14,18 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 )
 
 // dumpResult writes the upgraded dump in the upload's own format: custom
 // stays custom, an Odoo zip stays an Odoo zip, SQL stays SQL, gzip stays
 // gzip. It is written to a temporary file and renamed into place.
 func (r *run) dumpResult(ctx context.Context) error {
-	dst := r.e.cfg.Data.Path(r.job.ID, datadir.UpgradedArchive)
-	tmp := dst + ".part"
-	defer os.Remove(tmp)
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	out, err := r.e.cfg.Files.Create(ctx, r.job.ID, files.UpgradedArchive)
 	if err != nil {
 		return err
 	}
-	defer out.Close()
+	defer out.Abort() // a no-op once committed
 	outer := r.outerLayers()
 	var w io.Writer = out
 	var gz *gzip.Writer
@@ -54,13 +51,8 @@ func (r *run) dumpResult(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := out.Sync(); err != nil {
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
+	_, err = out.Commit()
+	return err
 }
 
 func formatFlag(format string) string {
@@ -96,11 +88,10 @@ func (r *run) pgDump(ctx context.Context, w io.Writer, flag string, extra ...str
 func (r *run) dumpZip(ctx context.Context, out io.Writer) error {
 	zw := zip.NewWriter(out)
 	name := "dump.sql"
-	if src, err := zip.OpenReader(r.upload); err == nil {
-		if m := pickZipMember(&src.Reader); m != nil {
+	if src, err := zip.NewReader(r.src, r.src.Info().Size); err == nil {
+		if m := pickZipMember(src); m != nil {
 			name = m.Name
 		}
-		src.Close()
 	}
 	flag := formatFlag(r.info.Format)
 	fw, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate})
@@ -132,7 +123,7 @@ func (r *run) dumpZip(ctx context.Context, out io.Writer) error {
 // writeManifest updates the backup's manifest.json for the target.
 func (r *run) writeManifest(ctx context.Context, zw *zip.Writer) error {
 	m := map[string]any{}
-	if src, err := zip.OpenReader(r.upload); err == nil {
+	if src, err := zip.NewReader(r.src, r.src.Info().Size); err == nil {
 		for _, f := range src.File {
 			if f.Name == "manifest.json" && f.UncompressedSize64 < 1<<20 {
 				if rc, err := f.Open(); err == nil {
@@ -141,7 +132,6 @@ func (r *run) writeManifest(ctx context.Context, zw *zip.Writer) error {
 				}
 			}
 		}
-		src.Close()
 	}
 	major, _ := strconv.Atoi(strings.SplitN(strings.TrimPrefix(r.job.Target, "saas~"), ".", 2)[0])
 	m["odoo_dump"] = "1"

@@ -3,13 +3,13 @@ package engine
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"html/template"
-	"os"
 	"time"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 )
 
 var notesTemplate = template.Must(template.New("notes").Parse(`<!doctype html>
@@ -37,7 +37,7 @@ type notesStep struct {
 	Duration string
 }
 
-func (r *run) writeNotes() error {
+func (r *run) writeNotes(ctx context.Context) error {
 	var steps []notesStep
 	for _, s := range r.steps {
 		steps = append(steps, notesStep{s.Name, s.Duration.Round(time.Millisecond).String()})
@@ -52,12 +52,12 @@ func (r *run) writeNotes() error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(r.e.cfg.Data.Path(r.job.ID, datadir.Notes), b.Bytes())
+	return r.e.cfg.Files.WriteFile(ctx, r.job.ID, files.Notes, b.Bytes())
 }
 
 // writeModules writes modules/archive: modules.csv and modules.json with
 // each installed module's version before and after.
-func (r *run) writeModules() error {
+func (r *run) writeModules(ctx context.Context) error {
 	var b bytes.Buffer
 	zw := zip.NewWriter(&b)
 	fw, err := zw.Create("modules.csv")
@@ -89,13 +89,5 @@ func (r *run) writeModules() error {
 	if err := zw.Close(); err != nil {
 		return err
 	}
-	return writeAtomic(r.e.cfg.Data.Path(r.job.ID, datadir.Modules), b.Bytes())
-}
-
-func writeAtomic(p string, b []byte) error {
-	tmp := p + ".part"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
+	return r.e.cfg.Files.WriteFile(ctx, r.job.ID, files.Modules, b.Bytes())
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/upgrade-server/upgrade-server/internal/dump"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 )
 
 // layers before the terminal one ("pgdmp_custom", "pgdmp_tar",
@@ -36,25 +37,24 @@ func outerLayers(compressions []string) []string {
 }
 
 func (r *run) openInner() (io.ReadCloser, error) {
-	return openInner(r.upload, r.info.Compressions, r.budget)
+	return openInner(r.src, r.info.Compressions, r.budget)
 }
 
 // openInner opens the dump inside its outer layers (gzip, zip, tar) as a
 // stream, never decompressed to disk; what the layers expand to counts
-// against b.
-func openInner(p string, compressions []string, b *budget) (io.ReadCloser, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	var rc io.Reader = f
-	closers := []io.Closer{f}
+// against b. src is read from its start (its own offset is not used).
+func openInner(src files.Object, compressions []string, b *budget) (io.ReadCloser, error) {
+	size := src.Info().Size
+	var rc io.Reader = io.NewSectionReader(src, 0, size)
+	var closers []io.Closer
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i].Close()
 		}
 	}
+	peeled := false
 	for i, l := range outerLayers(compressions) {
+		peeled = true
 		switch l {
 		case "gzip":
 			z, err := gzip.NewReader(bufio.NewReaderSize(rc, 1<<20))
@@ -69,12 +69,7 @@ func openInner(p string, compressions []string, b *budget) (io.ReadCloser, error
 				closeAll()
 				return nil, customer("A zip inside another layer is not supported.")
 			}
-			st, err := f.Stat()
-			if err != nil {
-				closeAll()
-				return nil, err
-			}
-			zr, err := zip.NewReader(f, st.Size())
+			zr, err := zip.NewReader(src, size)
 			if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
 				closeAll()
 				return nil, customer("The zip file is damaged: %v.", err)
@@ -106,7 +101,7 @@ func openInner(p string, compressions []string, b *budget) (io.ReadCloser, error
 			rc = tr
 		}
 	}
-	if len(closers) > 1 { // a layer was peeled: what it expands to counts
+	if peeled { // what a layer expands to counts
 		rc = b.reader(rc)
 	}
 	return struct {
@@ -162,14 +157,16 @@ func (r *run) restore(ctx context.Context) error {
 
 func (r *run) pgRestore(ctx context.Context) error {
 	if len(r.outerLayers()) == 0 {
-		// The file itself as standard input: pg_restore can seek in it, and
-		// the tools user needs no access to the data directory.
-		f, err := os.Open(r.upload)
-		if err != nil {
-			return err
+		// A local file as standard input: pg_restore can seek in it, and
+		// the tools user needs no access to the data directory. An object
+		// of object storage streams.
+		if f, ok := files.AsFile(r.src); ok {
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return err
+			}
+			return r.runRestoreTool(ctx, f, "pg_restore", restoreArgs...)
 		}
-		defer f.Close()
-		return r.runRestoreTool(ctx, f, "pg_restore", restoreArgs...)
+		return r.runRestoreTool(ctx, io.NewSectionReader(r.src, 0, r.src.Info().Size), "pg_restore", restoreArgs...)
 	}
 	in, err := r.openInner()
 	if err != nil {
@@ -357,11 +354,10 @@ func (r *run) extractDirectory(w *workDir, dst string) error {
 	}
 	switch r.outerLayers()[len(r.outerLayers())-1] {
 	case "zip":
-		zr, err := zip.OpenReader(r.upload)
+		zr, err := zip.NewReader(r.src, r.src.Info().Size)
 		if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
 			return customer("The zip file is damaged: %v.", err)
 		}
-		defer zr.Close()
 		for _, f := range zr.File {
 			if f.FileInfo().IsDir() || !f.Mode().IsRegular() {
 				continue
@@ -384,14 +380,9 @@ func (r *run) extractDirectory(w *workDir, dst string) error {
 			}
 		}
 	default:
-		in, err := os.Open(r.upload)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		var src io.Reader = in
+		var src io.Reader = io.NewSectionReader(r.src, 0, r.src.Info().Size)
 		if r.outerLayers()[0] == "gzip" {
-			z, err := gzip.NewReader(bufio.NewReaderSize(in, 1<<20))
+			z, err := gzip.NewReader(bufio.NewReaderSize(src, 1<<20))
 			if err != nil {
 				return customer("The gzip layer is damaged: %v.", err)
 			}
@@ -428,11 +419,10 @@ func (r *run) extractDirectory(w *workDir, dst string) error {
 // extractFilestore extracts filestore/ of an Odoo backup into the work
 // folder (names checked; nothing outside it is written).
 func (r *run) extractFilestore() error {
-	zr, err := zip.OpenReader(r.upload)
+	zr, err := zip.NewReader(r.src, r.src.Info().Size)
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
 		return customer("The zip file is damaged: %v.", err)
 	}
-	defer zr.Close()
 	n := 0
 	for _, f := range zr.File {
 		if f.FileInfo().IsDir() {

@@ -5,57 +5,73 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"slices"
 
 	"github.com/upgrade-server/upgrade-server/internal/dump"
+	"github.com/upgrade-server/upgrade-server/internal/files"
+	"github.com/upgrade-server/upgrade-server/internal/token"
 )
 
 // ErrNoSQL: the file's layers are unknown (not inspected yet) or cannot be
 // turned into SQL.
 var ErrNoSQL = errors.New("engine: no SQL form of this file")
 
-// OpenSQL streams a dump as plain SQL, converting archives on the fly with
-// pg_restore -f - (run as the tools user, like every tool that reads an
-// upload); compressions are the dump's layers as inspection found them.
-// Nothing is written to disk but a directory archive's files.
-func (e *Engine) OpenSQL(ctx context.Context, p string, compressions []string) (io.ReadCloser, error) {
+// OpenSQL streams a request's file, a dump with the given layers, as plain
+// SQL, converting archives on the fly with pg_restore -f - (run as the
+// tools user, like every tool that reads an upload); compressions are the
+// dump's layers as inspection found them. Nothing is written to disk but a
+// directory archive's files.
+func (e *Engine) OpenSQL(ctx context.Context, id int64, name files.Name, compressions []string) (io.ReadCloser, error) {
 	if len(compressions) == 0 || compressions[len(compressions)-1] != "sql" {
 		return nil, ErrNoSQL
 	}
+	src, err := e.cfg.Files.Open(ctx, id, name)
+	if err != nil {
+		return nil, err
+	}
 	b := newBudget(e.cfg.MaxRestoreBytes)
+	fail := func(err error) (io.ReadCloser, error) {
+		src.Close()
+		return nil, err
+	}
 	switch {
 	case slices.Contains(compressions, "pgdmp_directory"):
-		info, err := dump.InspectFileLimited(p, dump.Limits{MaxExpanded: e.cfg.MaxRestoreBytes})
+		info, err := dump.InspectLimited(src, src.Info().Size, dump.Limits{MaxExpanded: e.cfg.MaxRestoreBytes})
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrNoSQL, err)
+			return fail(fmt.Errorf("%w: %v", ErrNoSQL, err))
 		}
-		w, err := e.tools.newWorkDir(e.work, "sql-stream-"+randomHex(8))
+		w, err := e.tools.newWorkDir(e.work, "sql-stream-"+token.Hex(8))
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
-		r := &run{e: e, upload: p, info: info, budget: b, work: w}
+		r := &run{e: e, src: src, info: info, budget: b, work: w}
 		if err := r.extractDirectory(w, "dir"); err != nil {
 			w.Close()
-			return nil, err
+			return fail(err)
 		}
-		return e.pgRestoreStream(ctx, w.path, nil, func() { w.Close() }, "-Fd", "dir")
+		return e.pgRestoreStream(ctx, w.path, nil, func() { w.Close(); src.Close() }, "-Fd", "dir")
 	case slices.Contains(compressions, "pgdmp_custom") || slices.Contains(compressions, "pgdmp_tar"):
 		if len(outerLayers(compressions)) == 0 {
-			f, err := os.Open(p)
-			if err != nil {
-				return nil, err
+			if f, ok := files.AsFile(src); ok {
+				return e.pgRestoreStream(ctx, "/", f, func() { src.Close() })
 			}
-			return e.pgRestoreStream(ctx, "/", f, func() { f.Close() })
+			return e.pgRestoreStream(ctx, "/", io.NewSectionReader(src, 0, src.Info().Size), func() { src.Close() })
 		}
-		in, err := openInner(p, compressions, b)
+		in, err := openInner(src, compressions, b)
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
-		return e.pgRestoreStream(ctx, "/", in, func() { in.Close() })
+		return e.pgRestoreStream(ctx, "/", in, func() { in.Close(); src.Close() })
 	}
-	return openInner(p, compressions, b)
+	in, err := openInner(src, compressions, b)
+	if err != nil {
+		return fail(err)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{in, closerFunc(func() { in.Close(); src.Close() })}, nil
 }
 
 type cmdStream struct {

@@ -96,6 +96,7 @@ type backend interface {
 	removePrefix(ctx context.Context, prefix string) error
 	list(ctx context.Context, prefix string) ([]Info, error)
 	children(ctx context.Context) ([]string, error) // the first key elements
+	sweepPartials(ctx context.Context, minAge time.Duration) (int, error)
 	describe() string
 }
 
@@ -319,43 +320,6 @@ func (s *Store) Requests(ctx context.Context) ([]int64, error) {
 		}
 	}
 	return ids, nil
-}
-
-// Sweep removes the files (and staging folders) of requests that no
-// longer exist: known reports which of the ids still have a record. It
-// is how a crash between a record's deletion and its files' is mended.
-func (s *Store) Sweep(ctx context.Context, known func(ctx context.Context, ids []int64) (map[int64]bool, error)) (int, error) {
-	ids, err := s.Requests(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if entries, err := os.ReadDir(s.stagingRoot()); err == nil {
-		for _, e := range entries {
-			if id, err := strconv.ParseInt(e.Name(), 10, 64); err == nil {
-				ids = append(ids, id)
-			}
-		}
-	}
-	if len(ids) == 0 {
-		return 0, nil
-	}
-	live, err := known(ctx, ids)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	seen := map[int64]bool{}
-	for _, id := range ids {
-		if live[id] || seen[id] {
-			continue
-		}
-		seen[id] = true
-		if err := s.RemoveRequest(ctx, id); err != nil {
-			return n, err
-		}
-		n++
-	}
-	return n, nil
 }
 
 // Hash reads a stored file and returns its size and sha256.

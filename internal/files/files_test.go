@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/files/s3test"
@@ -227,20 +228,19 @@ func TestSetsAndRemoval(t *testing.T) {
 		if err != nil || len(ids) != 2 || ids[0] != 9 || ids[1] != 10 {
 			t.Fatalf("requests %v %v", ids, err)
 		}
-		// The sweep removes what no record owns, staging included.
-		os.MkdirAll(s.StagingDir(11), 0o700)
-		n, err := s.Sweep(ctx, func(_ context.Context, ids []int64) (map[int64]bool, error) { return map[int64]bool{10: true}, nil })
-		if err != nil || n != 2 {
-			t.Fatalf("sweep removed %d: %v", n, err)
+		// RemoveRequest removes a request's files and its staging, only.
+		os.MkdirAll(s.StagingDir(9), 0o700)
+		if err := s.RemoveRequest(ctx, 9); err != nil {
+			t.Fatal(err)
 		}
 		if _, err := s.Stat(ctx, 9, files.Upload); !errors.Is(err, files.ErrNotExist) {
-			t.Fatal("the sweep left request 9")
+			t.Fatal("request 9 keeps its upload")
 		}
-		if _, err := os.Stat(s.StagingDir(11)); !errors.Is(err, os.ErrNotExist) {
-			t.Fatal("the sweep left staging 11")
+		if _, err := os.Stat(s.StagingDir(9)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatal("request 9 keeps its staging")
 		}
 		if !bytes.Equal(read(t, s, 10, files.Upload), []byte("other")) {
-			t.Fatal("the sweep removed a live request")
+			t.Fatal("removing request 9 touched request 10")
 		}
 		if err := s.RemoveRequest(ctx, 10); err != nil {
 			t.Fatal(err)
@@ -321,4 +321,139 @@ func TestS3Misconfigured(t *testing.T) {
 			t.Errorf("%s: %v", u, err)
 		}
 	}
+}
+
+// TestImport: staged files replace a request's own only at Apply, which
+// completes after an interruption when run again.
+func TestImport(t *testing.T) {
+	backends(t, func(t *testing.T, s *files.Store) {
+		ctx := context.Background()
+		s.WriteFile(ctx, 1, files.Upload, []byte("old 1"))
+		s.WriteFile(ctx, 1, files.Notes, []byte("old notes 1"))
+		s.WriteFile(ctx, 2, files.Upload, []byte("old 2"))
+		s.WriteFile(ctx, 3, files.Upload, []byte("removed 3"))
+		im, err := s.NewImport(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := im.Create(ctx, 1, files.Upload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte("new 1"))
+		if _, err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if got := read(t, s, 1, files.Upload); string(got) != "old 1" {
+			t.Fatalf("a staged file showed before Apply: %q", got)
+		}
+		w7, _ := im.Create(ctx, 7, files.Notes) // a request that has no files yet
+		w7.Write([]byte("notes 7"))
+		if _, err := w7.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		// Discard changes nothing.
+		other, err := s.NewImport(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ow, _ := other.Create(ctx, 2, files.Upload)
+		ow.Write([]byte("never"))
+		ow.Commit()
+		if err := other.Discard(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := s.Imports(ctx); len(n) != 1 || n[0].Nonce != im.Nonce() || time.Since(n[0].Started) > time.Minute {
+			t.Fatalf("imports left: %v", n)
+		}
+		// Apply twice (a crash after the first): same result.
+		for range 2 {
+			if err := s.OpenImport(im.Nonce()).Apply(ctx, []int64{1, 2, 7}, []int64{3}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := read(t, s, 1, files.Upload); string(got) != "new 1" {
+			t.Fatalf("request 1's upload is %q", got)
+		}
+		if got := read(t, s, 7, files.Notes); string(got) != "notes 7" {
+			t.Fatalf("request 7's notes are %q", got)
+		}
+		for _, c := range []struct {
+			id   int64
+			name files.Name
+		}{{1, files.Notes}, {2, files.Upload}, {3, files.Upload}} {
+			if _, err := s.Stat(ctx, c.id, c.name); !errors.Is(err, files.ErrNotExist) {
+				t.Errorf("request %d keeps %s after the import: %v", c.id, c.name, err)
+			}
+		}
+		if n, _ := s.Imports(ctx); len(n) != 0 {
+			t.Fatalf("imports left after Apply: %v", n)
+		}
+	})
+}
+
+// TestSweepPartials: a dead writer's part file goes; a live writer's stays.
+func TestSweepPartials(t *testing.T) {
+	dir := t.TempDir()
+	s, err := files.Open(context.Background(), slog.New(slog.DiscardHandler), files.Config{Local: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	live, err := s.Create(ctx, 5, files.Upload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live.Write([]byte("half"))
+	dead := filepath.Join(dir, "requests", "5", ".part-dead")
+	os.WriteFile(dead, []byte("left by a crash"), 0o600)
+	n, err := s.SweepPartials(ctx, 0)
+	if err != nil || n != 1 {
+		t.Fatalf("swept %d: %v", n, err)
+	}
+	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("the dead part file stays")
+	}
+	if _, err := live.Commit(); err != nil {
+		t.Fatalf("the live write lost its part file: %v", err)
+	}
+	if string(read(t, s, 5, files.Upload)) != "half" {
+		t.Fatal("live write damaged")
+	}
+}
+
+// TestLockStaging: one writer of a request's staging at a time; a waiter
+// gets the lock once the holder lets go, or gives up with its context.
+func TestLockStaging(t *testing.T) {
+	s, err := files.Open(context.Background(), slog.New(slog.DiscardHandler), files.Config{Local: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	first, err := s.LockStaging(ctx, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.LockStaging(short, 7); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a second holder got the lock: %v", err)
+	}
+	other, err := s.LockStaging(ctx, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Release()
+	got := make(chan *files.Lock, 1)
+	go func() {
+		l, err := s.LockStaging(ctx, 7)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l
+	}()
+	first.Release()
+	second := <-got
+	second.Release()
+	second.Release()
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // local keeps files under root/<id>/<name>; a file being written is a
@@ -48,6 +49,13 @@ func (l *local) create(ctx context.Context, key string) (sink, error) {
 	f, err := os.CreateTemp(filepath.Dir(dst), ".part-*")
 	if err != nil {
 		return nil, err
+	}
+	// Locked while written: a sweep (of any process sharing the folder)
+	// tells it from one a dead writer left.
+	if ok, err := tryLock(f); !ok || err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, errors.Join(err, errors.New("files: a new part file is locked"))
 	}
 	return &localSink{f: f, dst: dst, fsync: l.fsync}, nil
 }
@@ -131,13 +139,16 @@ func (l *local) stat(ctx context.Context, key string) (Info, error) {
 }
 
 func (l *local) copy(ctx context.Context, from, to string) error {
+	if _, err := l.stat(ctx, from); err != nil {
+		return err
+	}
 	dst := l.path(to)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return err
+	}
 	tmp := filepath.Join(filepath.Dir(dst), ".link-"+filepath.Base(dst))
 	os.Remove(tmp)
 	if err := os.Link(l.path(from), tmp); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
 		// Another file system, or no hard links: a copy.
 		src, err := l.open(ctx, from)
 		if err != nil {
@@ -249,21 +260,25 @@ func (l *local) children(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// sweepParts removes ".part-*" files (writes a crash interrupted) older
-// than age; younger ones may belong to a writer of another process.
-func (l *local) sweepParts(age func(fs.FileInfo) bool) (int, error) {
+// sweepPartials removes ".part-*" and ".link-*" files older than minAge
+// that no writer holds locked.
+func (l *local) sweepPartials(ctx context.Context, minAge time.Duration) (int, error) {
 	n := 0
 	err := filepath.WalkDir(l.root, func(fp string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !(strings.HasPrefix(d.Name(), ".part-") || strings.HasPrefix(d.Name(), ".link-")) {
+			return nil
+		}
+		st, err := d.Info()
+		if err != nil || time.Since(st.ModTime()) < minAge {
+			return nil
+		}
+		f, err := os.Open(fp)
 		if err != nil {
 			return nil
 		}
-		if d.IsDir() || !(strings.HasPrefix(d.Name(), ".part-") || strings.HasPrefix(d.Name(), ".link-")) {
-			return nil
-		}
-		if st, err := d.Info(); err == nil && age(st) {
-			if os.Remove(fp) == nil {
-				n++
-			}
+		defer f.Close()
+		if ok, err := tryLock(f); ok && err == nil && os.Remove(fp) == nil {
+			n++
 		}
 		return nil
 	})

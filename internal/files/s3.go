@@ -1,6 +1,7 @@
 package files
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -128,35 +129,63 @@ func (s *s3store) putOptions() minio.PutObjectOptions {
 		DisableContentSha256: true, ContentType: "application/octet-stream"}
 }
 
-// s3Sink streams into a multipart upload, which exists only once complete.
+// s3Sink writes an object: a small one in one request (the first MiB is
+// held in memory), a larger one as a multipart upload streamed from a
+// pipe, which exists only once complete.
 type s3Sink struct {
+	s    *s3store
+	ctx  context.Context
+	key  string
+	buf  []byte
 	pw   *io.PipeWriter
 	done chan error
 }
 
+const smallObject = 1 << 20
+
 var errAborted = errors.New("files: write aborted")
 
 func (s *s3store) create(ctx context.Context, key string) (sink, error) {
-	pr, pw := io.Pipe()
-	sk := &s3Sink{pw: pw, done: make(chan error, 1)}
-	go func() {
-		_, err := s.c.PutObject(context.WithoutCancel(ctx), s.bucket, s.obj(key), pr, -1, s.putOptions())
-		pr.CloseWithError(err) // unblock a writer if the upload failed
-		sk.done <- err
-	}()
-	return sk, nil
+	return &s3Sink{s: s, ctx: context.WithoutCancel(ctx), key: key}, nil
 }
 
-func (s *s3Sink) Write(p []byte) (int, error) { return s.pw.Write(p) }
-
-func (s *s3Sink) commit() error {
-	s.pw.Close()
-	return <-s.done
+func (sk *s3Sink) Write(p []byte) (int, error) {
+	if sk.pw == nil {
+		if len(sk.buf)+len(p) <= smallObject {
+			sk.buf = append(sk.buf, p...)
+			return len(p), nil
+		}
+		pr, pw := io.Pipe()
+		sk.pw, sk.done = pw, make(chan error, 1)
+		go func() {
+			_, err := sk.s.c.PutObject(sk.ctx, sk.s.bucket, sk.s.obj(sk.key), pr, -1, sk.s.putOptions())
+			pr.CloseWithError(err) // unblock a writer if the upload failed
+			sk.done <- err
+		}()
+		held := sk.buf
+		sk.buf = nil
+		if _, err := pw.Write(held); err != nil {
+			return 0, err
+		}
+	}
+	return sk.pw.Write(p)
 }
 
-func (s *s3Sink) abort() {
-	s.pw.CloseWithError(errAborted) // the client aborts the multipart upload
-	<-s.done
+func (sk *s3Sink) commit() error {
+	if sk.pw == nil {
+		_, err := sk.s.c.PutObject(sk.ctx, sk.s.bucket, sk.s.obj(sk.key), bytes.NewReader(sk.buf), int64(len(sk.buf)), sk.s.putOptions())
+		return err
+	}
+	sk.pw.Close()
+	return <-sk.done
+}
+
+func (sk *s3Sink) abort() {
+	if sk.pw == nil {
+		return
+	}
+	sk.pw.CloseWithError(errAborted) // the client aborts the multipart upload
+	<-sk.done
 }
 
 type s3Object struct {
@@ -276,4 +305,23 @@ func (s *s3store) children(ctx context.Context) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// sweepPartials aborts multipart uploads begun over minAge ago and never
+// completed (a process that died mid-write).
+func (s *s3store) sweepPartials(ctx context.Context, minAge time.Duration) (int, error) {
+	n := 0
+	for u := range s.c.ListIncompleteUploads(ctx, s.bucket, s.prefix+"requests/", true) {
+		if u.Err != nil {
+			return n, u.Err
+		}
+		if time.Since(u.Initiated) < minAge {
+			continue
+		}
+		if err := s.c.RemoveIncompleteUpload(ctx, s.bucket, u.Key); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -54,192 +53,233 @@ type adminEvent struct {
 	Message string    `json:"message"`
 }
 
-func (o Options) adminView(r store.Request) adminRequest {
-	return adminRequest{Record: o.record(r), StoredState: r.State, Contract: r.Contract, UploadSize: r.UploadSize,
+// adminViewer renders requests for the admin API.
+type adminViewer struct{ rec recorder }
+
+func (v adminViewer) view(r store.Request) adminRequest {
+	return adminRequest{Record: v.rec.record(r), StoredState: r.State, Contract: r.Contract, UploadSize: r.UploadSize,
 		UploadSHA256: r.UploadSHA256, UploadCompletedAt: r.UploadCompletedAt, Uploading: r.Uploading,
 		Scenario: r.Scenario, StatusPolls: r.StatusPolls, SFTPExpiresAt: r.SFTPExpiresAt}
 }
 
-// addAdminRoutes mounts /admin/v1, behind a bearer token.
-func addAdminRoutes(r chi.Router, logger *slog.Logger, requests RequestStore, opts Options, j *journal) {
-	admin := opts.AdminStore
-	r.Route("/admin/v1", func(r chi.Router) {
-		r.Use(requireToken(opts.AdminToken))
-		r.Get("/requests", func(w http.ResponseWriter, r *http.Request) {
-			limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
-			list, err := admin.ListRequests(r.Context(), store.ListFilter{State: storedState(r.URL.Query().Get("state")), Limit: limit})
+func handleAdminList(logger *slog.Logger, admin AdminStore, v adminViewer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		list, err := admin.ListRequests(r.Context(), store.ListFilter{State: storedState(r.URL.Query().Get("state")), Limit: limit})
+		if err != nil {
+			adminError(w, logger, r, err)
+			return
+		}
+		out := make([]adminRequest, 0, len(list))
+		for _, req := range list {
+			out = append(out, v.view(req))
+		}
+		writeJSON(w, r, logger, http.StatusOK, map[string]any{"requests": out})
+	}
+}
+
+func handleAdminShow(logger *slog.Logger, requests RequestStore, v adminViewer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req, ok := adminLoad(w, r, logger, requests)
+		if !ok {
+			return
+		}
+		out := v.view(req)
+		evs, err := requests.Events(r.Context(), req.ID, 500)
+		if err != nil {
+			adminError(w, logger, r, err)
+			return
+		}
+		for _, e := range evs {
+			out.Events = append(out.Events, adminEvent{e.At, e.Level, e.Message})
+		}
+		writeJSON(w, r, logger, http.StatusOK, out)
+	}
+}
+
+func handleAdminState(logger *slog.Logger, requests RequestStore, admin AdminStore, v adminViewer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req, ok := adminLoad(w, r, logger, requests)
+		if !ok {
+			return
+		}
+		var body struct {
+			State           string `json:"state"`
+			CustomerMessage string `json:"customer_message"`
+		}
+		if !adminBody(w, r, logger, &body) {
+			return
+		}
+		if strings.ContainsRune(body.CustomerMessage, 0) {
+			adminBad(w, r, logger, "customer_message: a NUL character cannot be stored")
+			return
+		}
+		to := storedState(body.State)
+		if to == "" {
+			adminBad(w, r, logger, "unknown state "+strconv.Quote(body.State)+
+				" (draft, queued/pending, processing, testing, done, delivered, failed/invalid, cancelled)")
+			return
+		}
+		got, err := admin.ForceState(r.Context(), req.ID, to, body.CustomerMessage)
+		if err != nil {
+			adminError(w, logger, r, err)
+			return
+		}
+		writeJSON(w, r, logger, http.StatusOK, v.view(got))
+	}
+}
+
+func handleAdminScenario(logger *slog.Logger, requests RequestStore, admin AdminStore, v adminViewer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req, ok := adminLoad(w, r, logger, requests)
+		if !ok {
+			return
+		}
+		var body struct {
+			Scenario string `json:"scenario"`
+		}
+		if !adminBody(w, r, logger, &body) {
+			return
+		}
+		if strings.ContainsRune(body.Scenario, 0) {
+			adminBad(w, r, logger, "scenario: a NUL character cannot be stored")
+			return
+		}
+		var sc *string
+		polls := 0
+		if body.Scenario != "" {
+			if !scenario.Is(body.Scenario) {
+				body.Scenario = scenario.Prefix + body.Scenario
+			}
+			parsed, err := scenario.Parse(body.Scenario)
 			if err != nil {
-				adminError(w, logger, r, http.StatusInternalServerError, err)
+				adminBad(w, r, logger, "scenario: "+err.Error())
 				return
 			}
-			out := make([]adminRequest, 0, len(list))
-			for _, req := range list {
-				out = append(out, opts.adminView(req))
-			}
-			adminJSON(w, http.StatusOK, map[string]any{"requests": out})
-		})
-		r.Get("/requests/{id}", func(w http.ResponseWriter, r *http.Request) {
-			req, ok := adminLoad(w, r, logger, requests)
-			if !ok {
-				return
-			}
-			v := opts.adminView(req)
-			evs, err := requests.Events(r.Context(), req.ID, 500)
-			if err != nil {
-				adminError(w, logger, r, http.StatusInternalServerError, err)
-				return
-			}
-			for _, e := range evs {
-				v.Events = append(v.Events, adminEvent{e.At, e.Level, e.Message})
-			}
-			adminJSON(w, http.StatusOK, v)
-		})
-		r.Post("/requests/{id}/state", func(w http.ResponseWriter, r *http.Request) {
-			req, ok := adminLoad(w, r, logger, requests)
-			if !ok {
-				return
-			}
-			var body struct {
-				State           string `json:"state"`
-				CustomerMessage string `json:"customer_message"`
-			}
-			if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&body); err != nil {
-				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "body: " + err.Error()})
-				return
-			}
-			if strings.ContainsRune(body.CustomerMessage, 0) {
-				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "customer_message: a NUL character cannot be stored"})
-				return
-			}
-			to := storedState(body.State)
-			if to == "" {
-				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "unknown state " + strconv.Quote(body.State) +
-					" (draft, queued/pending, processing, testing, done, delivered, failed/invalid, cancelled)"})
-				return
-			}
-			got, err := admin.ForceState(r.Context(), req.ID, to, body.CustomerMessage)
-			if err != nil {
-				adminError(w, logger, r, http.StatusInternalServerError, err)
-				return
-			}
-			adminJSON(w, http.StatusOK, opts.adminView(got))
-		})
-		r.Put("/requests/{id}/scenario", func(w http.ResponseWriter, r *http.Request) {
-			req, ok := adminLoad(w, r, logger, requests)
-			if !ok {
-				return
-			}
-			var body struct {
-				Scenario string `json:"scenario"`
-			}
-			if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&body); err != nil {
-				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "body: " + err.Error()})
-				return
-			}
-			if strings.ContainsRune(body.Scenario, 0) {
-				adminJSON(w, http.StatusBadRequest, map[string]string{"error": "scenario: a NUL character cannot be stored"})
-				return
-			}
-			var sc *string
-			polls := 0
-			if body.Scenario != "" {
-				if !scenario.Is(body.Scenario) {
-					body.Scenario = scenario.Prefix + body.Scenario
-				}
-				parsed, err := scenario.Parse(body.Scenario)
-				if err != nil {
-					adminJSON(w, http.StatusBadRequest, map[string]string{"error": "scenario: " + err.Error()})
-					return
-				}
-				sc, polls = &body.Scenario, parsed.Polls
-			}
-			got, err := admin.SetScenario(r.Context(), req.ID, sc, polls)
-			if err != nil {
-				adminError(w, logger, r, http.StatusInternalServerError, err)
-				return
-			}
-			adminJSON(w, http.StatusOK, opts.adminView(got))
-		})
-		r.Delete("/requests/{id}", func(w http.ResponseWriter, r *http.Request) {
-			req, ok := adminLoad(w, r, logger, requests)
-			if !ok {
-				return
-			}
-			if err := admin.DeleteRequest(r.Context(), req.ID); err != nil {
-				adminError(w, logger, r, http.StatusInternalServerError, err)
-				return
-			}
-			if err := os.RemoveAll(opts.Data.Request(req.ID)); err != nil {
-				adminError(w, logger, r, http.StatusInternalServerError, err)
-				return
-			}
-			adminJSON(w, http.StatusOK, map[string]any{"deleted": []int64{req.ID}})
-		})
-		r.Post("/reset", func(w http.ResponseWriter, r *http.Request) {
-			ids, err := admin.DeleteAllRequests(r.Context())
-			if err != nil {
-				adminError(w, logger, r, http.StatusInternalServerError, err)
-				return
-			}
-			for _, id := range ids {
-				if err := os.RemoveAll(opts.Data.Request(id)); err != nil {
-					adminError(w, logger, r, http.StatusInternalServerError, err)
-					return
-				}
-			}
-			j.reset()
-			if ids == nil {
-				ids = []int64{}
-			}
-			adminJSON(w, http.StatusOK, map[string]any{"deleted": ids})
-		})
-		r.Get("/export", handleExport(logger, admin, opts))
-		r.Post("/import", handleImport(logger, admin, opts))
-		r.Route("/faults", func(r chi.Router) {
-			list := func(w http.ResponseWriter) {
-				rules, seed := opts.Faults.List()
-				adminJSON(w, http.StatusOK, map[string]any{"seed": seed, "rules": rules})
-			}
-			r.Get("/", func(w http.ResponseWriter, r *http.Request) { list(w) })
-			r.Post("/", func(w http.ResponseWriter, r *http.Request) {
-				var rule fault.Rule
-				if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&rule); err != nil {
-					adminJSON(w, http.StatusBadRequest, map[string]string{"error": "body: " + err.Error()})
-					return
-				}
-				got, err := opts.Faults.Add(rule)
-				if err != nil {
-					adminJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-					return
-				}
-				adminJSON(w, http.StatusCreated, got)
-			})
-			r.Delete("/", func(w http.ResponseWriter, r *http.Request) { opts.Faults.Clear(); list(w) })
-			r.Delete("/{fid}", func(w http.ResponseWriter, r *http.Request) {
-				id, _ := strconv.Atoi(chi.URLParam(r, "fid"))
-				if !opts.Faults.Remove(id) {
-					adminJSON(w, http.StatusNotFound, map[string]string{"error": "no such rule"})
-					return
-				}
-				list(w)
-			})
-			r.Put("/seed", func(w http.ResponseWriter, r *http.Request) {
-				var body struct {
-					Seed uint64 `json:"seed"`
-				}
-				if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&body); err != nil {
-					adminJSON(w, http.StatusBadRequest, map[string]string{"error": "body: " + err.Error()})
-					return
-				}
-				opts.Faults.Seed(body.Seed)
-				list(w)
-			})
-		})
-		r.Get("/journal", func(w http.ResponseWriter, r *http.Request) {
-			n, _ := strconv.Atoi(r.URL.Query().Get("limit"))
-			adminJSON(w, http.StatusOK, map[string]any{"calls": j.last(n)})
-		})
-	})
+			sc, polls = &body.Scenario, parsed.Polls
+		}
+		got, err := admin.SetScenario(r.Context(), req.ID, sc, polls)
+		if err != nil {
+			adminError(w, logger, r, err)
+			return
+		}
+		writeJSON(w, r, logger, http.StatusOK, v.view(got))
+	}
+}
+
+// handleAdminDelete removes a request: its record first, then its files (a
+// crash in between leaves files without a record, which the start-up sweep
+// removes; never a record without its files).
+func handleAdminDelete(logger *slog.Logger, requests RequestStore, admin AdminStore, fs FileStore) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req, ok := adminLoad(w, r, logger, requests)
+		if !ok {
+			return
+		}
+		if err := admin.DeleteRequest(r.Context(), req.ID); err != nil {
+			adminError(w, logger, r, err)
+			return
+		}
+		if err := removeFiles(context.WithoutCancel(r.Context()), admin, fs, []int64{req.ID}); err != nil {
+			adminError(w, logger, r, err)
+			return
+		}
+		writeJSON(w, r, logger, http.StatusOK, map[string]any{"deleted": []int64{req.ID}})
+	}
+}
+
+// handleAdminReset removes every request (records first, then files) and
+// empties the journal.
+func handleAdminReset(logger *slog.Logger, admin AdminStore, fs FileStore, j *journal) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ids, err := admin.DeleteAllRequests(r.Context())
+		if err != nil {
+			adminError(w, logger, r, err)
+			return
+		}
+		if err := removeFiles(context.WithoutCancel(r.Context()), admin, fs, ids); err != nil {
+			adminError(w, logger, r, err)
+			return
+		}
+		j.reset()
+		if ids == nil {
+			ids = []int64{}
+		}
+		writeJSON(w, r, logger, http.StatusOK, map[string]any{"deleted": ids})
+	}
+}
+
+// removeFiles removes deleted requests' files, then forgets their deletion
+// records (a crash before that leaves the records for the start-up sweep).
+func removeFiles(ctx context.Context, admin ImportStore, fs FileStore, ids []int64) error {
+	for _, id := range ids {
+		if err := fs.RemoveRequest(ctx, id); err != nil {
+			return err
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	return admin.ForgetDeleted(ctx, ids)
+}
+
+func handleFaultsList(logger *slog.Logger, faults *fault.Injector) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { writeFaults(w, r, logger, faults) }
+}
+
+func writeFaults(w http.ResponseWriter, r *http.Request, logger *slog.Logger, faults *fault.Injector) {
+	rules, seed := faults.List()
+	writeJSON(w, r, logger, http.StatusOK, map[string]any{"seed": seed, "rules": rules})
+}
+
+func handleFaultsAdd(logger *slog.Logger, faults *fault.Injector) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var rule fault.Rule
+		if !adminBody(w, r, logger, &rule) {
+			return
+		}
+		got, err := faults.Add(rule)
+		if err != nil {
+			adminBad(w, r, logger, err.Error())
+			return
+		}
+		writeJSON(w, r, logger, http.StatusCreated, got)
+	}
+}
+
+func handleFaultsClear(logger *slog.Logger, faults *fault.Injector) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { faults.Clear(); writeFaults(w, r, logger, faults) }
+}
+
+func handleFaultsRemove(logger *slog.Logger, faults *fault.Injector) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, _ := strconv.Atoi(chi.URLParam(r, "fid"))
+		if !faults.Remove(id) {
+			writeJSON(w, r, logger, http.StatusNotFound, map[string]string{"error": "no such rule"})
+			return
+		}
+		writeFaults(w, r, logger, faults)
+	}
+}
+
+func handleFaultsSeed(logger *slog.Logger, faults *fault.Injector) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Seed uint64 `json:"seed"`
+		}
+		if !adminBody(w, r, logger, &body) {
+			return
+		}
+		faults.Seed(body.Seed)
+		writeFaults(w, r, logger, faults)
+	}
+}
+
+func handleJournal(logger *slog.Logger, j *journal) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		writeJSON(w, r, logger, http.StatusOK, map[string]any{"calls": j.last(n)})
+	}
 }
 
 // storedState reads a stored or v1 state name.
@@ -267,7 +307,8 @@ func requireToken(token string) func(http.Handler) http.Handler {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="upgrade-server admin"`)
-				adminJSON(w, http.StatusUnauthorized, map[string]string{"error": "a valid admin token is needed (Authorization: Bearer <UPGRADE_ADMIN_TOKEN>)"})
+				writeJSON(w, r, slog.New(slog.DiscardHandler), http.StatusUnauthorized,
+					map[string]string{"error": "a valid admin token is needed (Authorization: Bearer <UPGRADE_ADMIN_TOKEN>)"})
 				return
 			}
 			next.ServeHTTP(w, r)
@@ -278,36 +319,43 @@ func requireToken(token string) func(http.Handler) http.Handler {
 func adminLoad(w http.ResponseWriter, r *http.Request, logger *slog.Logger, requests RequestStore) (store.Request, bool) {
 	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
 	if err != nil || id <= 0 {
-		adminJSON(w, http.StatusBadRequest, map[string]string{"error": "the request id is a positive integer"})
+		adminBad(w, r, logger, "the request id is a positive integer")
 		return store.Request{}, false
 	}
 	req, err := requests.Request(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
-		adminJSON(w, http.StatusNotFound, map[string]string{"error": "no request " + strconv.FormatInt(id, 10)})
+		writeJSON(w, r, logger, http.StatusNotFound, map[string]string{"error": "no request " + strconv.FormatInt(id, 10)})
 		return store.Request{}, false
 	}
 	if err != nil {
-		adminError(w, logger, r, http.StatusInternalServerError, err)
+		adminError(w, logger, r, err)
 		return store.Request{}, false
 	}
 	return req, true
 }
 
-func adminJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+// adminBody decodes a JSON body (1 MiB at most), answering 400 when it
+// cannot.
+func adminBody(w http.ResponseWriter, r *http.Request, logger *slog.Logger, v any) bool {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(v); err != nil {
+		adminBad(w, r, logger, "body: "+err.Error())
+		return false
+	}
+	return true
 }
 
-func adminError(w http.ResponseWriter, logger *slog.Logger, r *http.Request, status int, err error) {
+func adminBad(w http.ResponseWriter, r *http.Request, logger *slog.Logger, msg string) {
+	writeJSON(w, r, logger, http.StatusBadRequest, map[string]string{"error": msg})
+}
+
+// adminError logs err with the correlation id and answers 500 without
+// details (nothing when the client went away).
+func adminError(w http.ResponseWriter, logger *slog.Logger, r *http.Request, err error) {
 	id := correlationID(r.Context())
 	if r.Context().Err() != nil { // the client went away
 		logger.Info("admin: client gone before the answer", "correlation_id", id, "err", err)
 		return
 	}
 	logger.Error("admin", "correlation_id", id, "err", err)
-	adminJSON(w, status, map[string]string{"error": "internal error (reference " + id + ")"})
+	writeJSON(w, r, logger, http.StatusInternalServerError, map[string]string{"error": "internal error (reference " + id + ")"})
 }

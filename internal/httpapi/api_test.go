@@ -14,15 +14,15 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/httpapi"
+	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/pgtest"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -37,23 +37,29 @@ type env struct {
 	srv   *httptest.Server
 	store *store.Store
 	pool  *pgxpool.Pool
-	data  datadir.Dir
-	opts  httpapi.Options
+	files *files.Store
+	root  string // the data directory (the file store's local folder)
+	opts  httpapi.Config
 }
 
-func newEnv(t *testing.T, mod ...func(*httpapi.Options)) *env {
+func newEnv(t *testing.T, mod ...func(*httpapi.Config)) *env {
 	t.Helper()
 	st, pool := pgtest.NewStore(t)
 	return newEnvWith(t, st, pool, t.TempDir(), mod...)
 }
 
-func newEnvWith(t *testing.T, requests httpapi.RequestStore, pool *pgxpool.Pool, dataRoot string, mod ...func(*httpapi.Options)) *env {
+func newEnvWith(t *testing.T, requests httpapi.RequestStore, pool *pgxpool.Pool, dataRoot string, mod ...func(*httpapi.Config)) *env {
 	t.Helper()
-	e := &env{t: t, pool: pool, data: datadir.New(dataRoot)}
+	fs, err := files.Open(context.Background(), slog.New(slog.DiscardHandler), files.Config{Local: dataRoot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, pool: pool, files: fs, root: dataRoot}
 	if st, ok := requests.(*store.Store); ok {
 		e.store = st
 	}
-	e.opts = httpapi.Options{Region: "eu1", Targets: targets, SFTPHost: "sftp.example.test", SFTPPort: 2200, Data: e.data}
+	e.opts = httpapi.Config{Requests: requests, Files: fs, Region: "eu1", Rules: input.Rules{Targets: targets},
+		SFTP: httpapi.SFTPInfo{Host: "sftp.example.test", Port: 2200}}
 	for _, m := range mod {
 		m(&e.opts)
 	}
@@ -67,10 +73,55 @@ func newEnvWith(t *testing.T, requests httpapi.RequestStore, pool *pgxpool.Pool,
 	if e.opts.PublicURL == "" {
 		e.opts.PublicURL = e.srv.URL
 	}
-	h = httpapi.NewHandler(logger, requests, e.opts)
+	h = httpapi.NewHandler(logger, e.opts)
 	e.srv.Config.Handler = h
 	t.Cleanup(e.srv.Close)
 	return e
+}
+
+// stored reads request id's current upload from the store.
+func (e *env) stored(id int64) []byte {
+	e.t.Helper()
+	r, err := e.store.Request(context.Background(), id)
+	if err != nil || r.UploadName == nil {
+		return nil
+	}
+	return e.read(id, files.Name(*r.UploadName))
+}
+
+// read reads request id's file name ("" when it has none).
+func (e *env) read(id int64, name files.Name) []byte {
+	e.t.Helper()
+	o, err := e.files.Open(context.Background(), id, name)
+	if err != nil {
+		return nil
+	}
+	defer o.Close()
+	b, err := io.ReadAll(o)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return b
+}
+
+// write stores request id's file name.
+func (e *env) write(id int64, name files.Name, data []byte) {
+	e.t.Helper()
+	if err := e.files.WriteFile(context.Background(), id, name, data); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// staged writes request id's staged upload (as the SFTP daemon does).
+func (e *env) staged(id int64, data []byte) {
+	e.t.Helper()
+	p, err := e.files.StagePath(id, files.Upload)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 type failure struct {
@@ -314,12 +365,12 @@ func TestUploadReplacesAndStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := fileSHA(t, e.data.Path(r.ID, datadir.Upload)); got != *r.UploadSHA256 || *r.UploadSize != int64(len(big)) {
+	if got := sha(e.stored(r.ID)); got != *r.UploadSHA256 || *r.UploadSize != int64(len(big)) {
 		t.Fatalf("stored sha256 %s size %d; file sha256 %s", *r.UploadSHA256, *r.UploadSize, got)
 	}
 	// A new complete upload replaces the previous one while draft.
 	noFailures(t, "second upload", e.upload("POST", id, strings.NewReader("second")))
-	b, _ := os.ReadFile(e.data.Path(r.ID, datadir.Upload))
+	b := e.stored(r.ID)
 	if string(b) != "second" {
 		t.Fatalf("upload was not replaced: %d bytes", len(b))
 	}
@@ -335,10 +386,11 @@ func mustID(t *testing.T, id map[string]string) int64 {
 	return n
 }
 
+// assertNoPartFiles: only the current upload (and artifacts) are stored,
+// no partial or replaced upload.
 func assertNoPartFiles(t *testing.T, e *env, id int64) {
 	t.Helper()
-	parts, _ := filepath.Glob(filepath.Join(e.data.Request(id), ".upload-*"))
-	if len(parts) != 0 {
-		t.Fatalf("partial files left behind: %v", parts)
+	if parts := partFiles(e, id); len(parts) != 0 {
+		t.Fatalf("partial or replaced files left behind: %v", parts)
 	}
 }

@@ -10,13 +10,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/httpapi"
 	"github.com/upgrade-server/upgrade-server/internal/pgtest"
 	"github.com/upgrade-server/upgrade-server/internal/store"
@@ -24,8 +25,8 @@ import (
 
 func TestCreateFailures(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(o *httpapi.Options) {
-		o.ContractValidFunc = func(c string) bool { return c == "M123456-abcdef" }
+	e := newEnv(t, func(o *httpapi.Config) {
+		o.Rules.ContractValidFunc = func(c string) bool { return c == "M123456-abcdef" }
 	})
 	tests := []struct {
 		name   string
@@ -205,7 +206,7 @@ func TestSSHKeysFailures(t *testing.T) {
 
 func TestUploadFailures(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(o *httpapi.Options) { o.MaxUploadBytes = 1000 })
+	e := newEnv(t, func(o *httpapi.Config) { o.MaxUploadBytes = 1000 })
 	id := e.create()
 	if a := e.upload("POST", id, strings.NewReader("")); !slices.Equal(a.reasons(), []string{"UPLOAD:EMPTY"}) {
 		t.Fatalf("empty upload: %s", a.raw)
@@ -257,7 +258,7 @@ func TestUploadCutMidBody(t *testing.T) {
 	if after.State != store.StateDraft || *after.UploadSHA256 != *before.UploadSHA256 || *after.UploadSize != 25 {
 		t.Fatalf("after the cut: %+v", after)
 	}
-	if b, _ := os.ReadFile(e.data.Path(reqID, datadir.Upload)); string(b) != "the earlier complete dump" {
+	if b := e.stored(reqID); string(b) != "the earlier complete dump" {
 		t.Fatalf("earlier upload damaged: %q", b)
 	}
 	waitFor(t, "the partial file to go", func() bool { return len(partFiles(e, reqID)) == 0 })
@@ -298,7 +299,7 @@ func TestNewUploadTakesOver(t *testing.T) {
 	if !bytes.Contains(got.raw, []byte(`"UPLOAD:INTERRUPTED"`)) || !bytes.Contains(got.raw, []byte("newer upload")) {
 		t.Fatalf("first upload: %s", got.raw)
 	}
-	if b, _ := os.ReadFile(e.data.Path(reqID, datadir.Upload)); string(b) != "second" {
+	if b := e.stored(reqID); string(b) != "second" {
 		t.Fatalf("the upload holds %d bytes, not the second upload", len(b))
 	}
 	assertNoPartFiles(t, e, reqID)
@@ -326,7 +327,7 @@ func TestUploadDiskFull(t *testing.T) {
 		t.Fatalf("upload on a full disk: %s", a.raw)
 	}
 	reqID := mustID(t, id)
-	if b, _ := os.ReadFile(e.data.Path(reqID, datadir.Upload)); !bytes.Equal(b, small) {
+	if b := e.stored(reqID); !bytes.Equal(b, small) {
 		t.Fatalf("the earlier upload was damaged (%d bytes)", len(b))
 	}
 	assertNoPartFiles(t, e, reqID)
@@ -377,15 +378,19 @@ func TestRoutesAndMethods(t *testing.T) {
 	}
 }
 
+// partFiles lists a request's stored files that are neither its current
+// upload nor an artifact, and the local part files of unfinished writes.
 func partFiles(e *env, id int64) []string {
-	entries, _ := os.ReadDir(e.data.Request(id))
+	r, _ := e.store.Request(context.Background(), id)
+	list, _ := e.files.List(context.Background(), id)
 	var out []string
-	for _, en := range entries {
-		if strings.HasPrefix(en.Name(), ".upload-") {
-			out = append(out, en.Name())
+	for _, f := range list {
+		if strings.HasPrefix(string(f.Name), "upload") && (r.UploadName == nil || string(f.Name) != *r.UploadName) {
+			out = append(out, string(f.Name))
 		}
 	}
-	return out
+	parts, _ := filepath.Glob(filepath.Join(e.root, "requests", strconv.FormatInt(id, 10), ".part-*"))
+	return append(out, parts...)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -6,46 +6,57 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/input"
+	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
 // artifactRoute is one of the six file URLs of a request.
 type artifactRoute struct {
-	path     string
-	artifact datadir.Artifact
-	ctype    string
-	inline   bool
-	name     func(r store.Request) string // the download's file name (input.ShownName, never the raw one)
-	// sqlOf, for the SQL URLs, is the dump converted on the fly when the
-	// pipeline kept no SQL file.
-	sqlOf datadir.Artifact
+	path string
+	// file is the request's file the URL serves ("" for the SQL URLs, which
+	// convert sqlOf on the fly).
+	file   func(r store.Request) (files.Name, bool)
+	sqlOf  func(r store.Request) (files.Name, bool)
+	ctype  string
+	inline bool
+	name   func(r store.Request) string // the download's file name (input.ShownName, never the raw one)
+}
+
+// uploadFile is a request's complete upload, if it has one.
+func uploadFile(r store.Request) (files.Name, bool) {
+	if r.UploadCompletedAt == nil || r.UploadName == nil {
+		return "", false // never a partial SFTP upload
+	}
+	return files.Name(*r.UploadName), true
+}
+
+func fixed(n files.Name) func(store.Request) (files.Name, bool) {
+	return func(store.Request) (files.Name, bool) { return n, true }
 }
 
 var artifactRoutes = []artifactRoute{
-	{path: "original/archive", artifact: datadir.Upload, ctype: "application/octet-stream",
+	{path: "original/archive", file: uploadFile, ctype: "application/octet-stream",
 		name: func(r store.Request) string { return input.ShownName(r.Filename) }},
-	{path: "original/sql", artifact: datadir.OriginalSQL, ctype: "application/sql; charset=utf-8", sqlOf: datadir.Upload,
+	{path: "original/sql", sqlOf: uploadFile, ctype: "application/sql; charset=utf-8",
 		name: func(r store.Request) string { return stem(input.ShownName(r.Filename)) + ".sql" }},
-	{path: "upgraded/archive", artifact: datadir.UpgradedArchive, ctype: "application/octet-stream",
+	{path: "upgraded/archive", file: fixed(files.UpgradedArchive), ctype: "application/octet-stream",
 		name: func(r store.Request) string { return "upgraded_" + input.ShownName(r.Filename) }},
-	{path: "upgraded/sql", artifact: datadir.UpgradedSQL, ctype: "application/sql; charset=utf-8", sqlOf: datadir.UpgradedArchive,
+	{path: "upgraded/sql", sqlOf: fixed(files.UpgradedArchive), ctype: "application/sql; charset=utf-8",
 		name: func(r store.Request) string { return "upgraded_" + stem(input.ShownName(r.Filename)) + ".sql" }},
-	{path: "upgraded/notes", artifact: datadir.Notes, ctype: "text/html; charset=utf-8", inline: true,
+	{path: "upgraded/notes", file: fixed(files.Notes), ctype: "text/html; charset=utf-8", inline: true,
 		name: func(r store.Request) string { return fmt.Sprintf("upgrade_notes_%d.html", r.ID) }},
-	{path: "modules/archive", artifact: datadir.Modules, ctype: "application/zip",
+	{path: "modules/archive", file: fixed(files.Modules), ctype: "application/zip",
 		name: func(r store.Request) string { return fmt.Sprintf("modules_%d.zip", r.ID) }},
 }
 
@@ -64,11 +75,11 @@ func stem(name string) string {
 // percent-decoded (a key may come with %3D for "="), and the id only in its
 // canonical form ("58", never "+58", "058" or " 58"), so a request has one
 // URL.
-func pathRequest(ctx context.Context, r *http.Request, requests RequestStore, opts Options) (store.Request, bool, error) {
+func pathRequest(ctx context.Context, r *http.Request, requests RequestStore, l links) (store.Request, bool, error) {
 	region, err1 := url.PathUnescape(chi.URLParam(r, "region"))
 	rawID, err2 := url.PathUnescape(chi.URLParam(r, "id"))
 	key, err3 := url.PathUnescape(chi.URLParam(r, "key"))
-	if err1 != nil || err2 != nil || err3 != nil || region != opts.Region {
+	if err1 != nil || err2 != nil || err3 != nil || region != l.region {
 		return store.Request{}, false, nil
 	}
 	id, ok := input.RequestID(rawID)
@@ -89,10 +100,11 @@ func pathRequest(ctx context.Context, r *http.Request, requests RequestStore, op
 }
 
 // handleArtifact streams a request's file with http.ServeContent (Range,
-// If-Range, ETag) once it exists, and answers 404 with a JSON failure before.
-func handleArtifact(logger *slog.Logger, requests RequestStore, opts Options, a artifactRoute) http.Handler {
+// If-Range, ETag) once it exists, from local disk or object storage alike,
+// and answers 404 with a JSON failure before.
+func handleArtifact(logger *slog.Logger, requests RequestStore, fs FileStore, l links, sql SQLStreamFunc, m *metrics.Metrics, a artifactRoute) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		req, ok, err := pathRequest(r.Context(), r, requests, opts)
+		req, ok, err := pathRequest(r.Context(), r, requests, l)
 		if err != nil {
 			writeInternal(w, r, logger, http.StatusInternalServerError, err)
 			return
@@ -105,17 +117,17 @@ func handleArtifact(logger *slog.Logger, requests RequestStore, opts Options, a 
 			writeAnswer(w, r, logger, http.StatusNotFound, []failure{{Reason: reasonFileNotFound,
 				Message: "This file is not available (yet) for request " + strconv.FormatInt(req.ID, 10)}}, nil)
 		}
-		// The upload counts only once complete (never a partial SFTP file).
-		if a.artifact == datadir.Upload && req.UploadCompletedAt == nil {
+		if a.sqlOf != nil {
+			streamSQL(w, r, logger, fs, sql, m, req, a, notYet)
+			return
+		}
+		name, ok := a.file(req)
+		if !ok {
 			notYet()
 			return
 		}
-		f, err := os.Open(opts.Data.Path(req.ID, a.artifact))
-		if errors.Is(err, fs.ErrNotExist) && a.sqlOf != "" && opts.SQLStreamFunc != nil {
-			streamSQL(w, r, logger, opts, req, a, notYet)
-			return
-		}
-		if errors.Is(err, fs.ErrNotExist) {
+		o, err := fs.Open(r.Context(), req.ID, name)
+		if errors.Is(err, files.ErrNotExist) {
 			notYet()
 			return
 		}
@@ -123,14 +135,13 @@ func handleArtifact(logger *slog.Logger, requests RequestStore, opts Options, a 
 			writeInternal(w, r, logger, http.StatusInternalServerError, err)
 			return
 		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			writeInternal(w, r, logger, http.StatusInternalServerError, err)
-			return
+		defer o.Close()
+		info := o.Info()
+		etag := fmt.Sprintf(`"%x-%x"`, info.Size, info.ModTime.UnixNano())
+		if info.ETag != "" {
+			etag = `"` + strings.Trim(info.ETag, `"`) + `"`
 		}
-		etag := fmt.Sprintf(`"%x-%x"`, st.Size(), st.ModTime().UnixNano())
-		if a.artifact == datadir.Upload && req.UploadSHA256 != nil && req.UploadSize != nil && *req.UploadSize == st.Size() {
+		if a.path == "original/archive" && req.UploadSHA256 != nil && req.UploadSize != nil && *req.UploadSize == info.Size {
 			etag = `"` + *req.UploadSHA256 + `"`
 		}
 		disposition := "attachment"
@@ -142,24 +153,28 @@ func handleArtifact(logger *slog.Logger, requests RequestStore, opts Options, a 
 		w.Header().Set("Cache-Control", "private, no-cache")
 		w.Header().Set("Content-Disposition", mime.FormatMediaType(disposition, map[string]string{"filename": a.name(req)}))
 		cw := &countingWriter{ResponseWriter: w}
-		http.ServeContent(cw, r, "", st.ModTime(), f)
-		opts.Metrics.Bytes("http", "down", cw.n)
+		http.ServeContent(cw, r, "", info.ModTime, o)
+		m.Bytes("http", "down", cw.n)
 	})
 }
 
 // streamSQL converts a dump to plain SQL on the fly (no Range: the size is
 // not known in advance).
-func streamSQL(w http.ResponseWriter, r *http.Request, logger *slog.Logger, opts Options, req store.Request, a artifactRoute, notYet func()) {
-	if a.sqlOf == datadir.Upload && req.UploadCompletedAt == nil {
+func streamSQL(w http.ResponseWriter, r *http.Request, logger *slog.Logger, fs FileStore, sql SQLStreamFunc, m *metrics.Metrics,
+	req store.Request, a artifactRoute, notYet func()) {
+	name, ok := a.sqlOf(req)
+	if !ok || sql == nil {
 		notYet()
 		return
 	}
-	src := opts.Data.Path(req.ID, a.sqlOf)
-	if _, err := os.Stat(src); err != nil {
+	if _, err := fs.Stat(r.Context(), req.ID, name); err != nil {
+		if !errors.Is(err, files.ErrNotExist) {
+			logger.Warn("stat for an SQL stream", "request_id", req.ID, "err", err)
+		}
 		notYet()
 		return
 	}
-	rc, err := opts.SQLStreamFunc(r.Context(), src, req.Compressions)
+	rc, err := sql(r.Context(), req.ID, name, req.Compressions)
 	if err != nil {
 		logger.Info("no SQL stream", "request_id", req.ID, "err", err)
 		notYet()
@@ -174,7 +189,7 @@ func streamSQL(w http.ResponseWriter, r *http.Request, logger *slog.Logger, opts
 		return
 	}
 	n, err := io.Copy(w, rc)
-	opts.Metrics.Bytes("http", "down", n)
+	m.Bytes("http", "down", n)
 	if err != nil {
 		logger.Info("SQL stream interrupted", "request_id", req.ID, "err", err)
 	}
@@ -197,6 +212,13 @@ func handleReadyz(logger *slog.Logger, requests RequestStore) http.HandlerFunc {
 			return
 		}
 		w.Write([]byte(`{"status":"ok"}` + "\n"))
+	}
+}
+
+func handleOpenAPI() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPI)
 	}
 }
 

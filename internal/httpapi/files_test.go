@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/httpapi"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -53,8 +53,8 @@ func TestArtifactURLs(t *testing.T) {
 	noFailures(t, "upload", e.upload("PUT", id, bytes.NewReader(dump)))
 	reqID := mustID(t, id)
 	upgraded := []byte("upgraded dump bytes")
-	os.WriteFile(e.data.Path(reqID, datadir.UpgradedArchive), upgraded, 0o600)
-	os.WriteFile(e.data.Path(reqID, datadir.Notes), []byte("<h1>notes</h1>"), 0o600)
+	e.write(reqID, files.UpgradedArchive, upgraded)
+	e.write(reqID, files.Notes, []byte("<h1>notes</h1>"))
 
 	resp, b := e.fetch("GET", urls["original_dump_url"])
 	if resp.StatusCode != 200 || !bytes.Equal(b, dump) ||
@@ -214,14 +214,10 @@ func TestStatusKeyOrder(t *testing.T) {
 // store call.
 func TestSFTPUploadIsAnUpload(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(o *httpapi.Options) { o.SFTPHostKeys = []string{"ssh-ed25519 SHA256:abc"} })
+	e := newEnv(t, func(o *httpapi.Config) { o.SFTP.HostKeys = []string{"ssh-ed25519 SHA256:abc"} })
 	id := e.create()
 	reqID := mustID(t, id)
 	noFailures(t, "sftp access", e.get("request_sftp_access", with(id, "ssh_keys", publicKey(t))))
-	st, err := os.Stat(e.data.Path(reqID, datadir.Upload))
-	if err != nil || st.Size() != 0 {
-		t.Fatalf("the shared file is not created empty: %v", err)
-	}
 	if a := e.get("process", id); !slices.Equal(a.reasons(), []string{"UPLOAD:MISSING"}) {
 		t.Fatalf("process with an empty shared file: %s", a.raw)
 	}
@@ -230,7 +226,11 @@ func TestSFTPUploadIsAnUpload(t *testing.T) {
 		t.Fatal(err)
 	}
 	dump := bytes.Repeat([]byte("sftp"), 300000)
-	os.WriteFile(e.data.Path(reqID, datadir.Upload), dump, 0o600)
+	staged, err := e.files.StagePath(reqID, files.Upload) // where the SFTP daemon writes
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(staged, dump, 0o600)
 	if a := e.get("status", id); a.Request["filesize"] != "1.14 Mb" {
 		t.Fatalf("live size: %v", a.Request["filesize"])
 	}
@@ -246,7 +246,12 @@ func TestSFTPUploadIsAnUpload(t *testing.T) {
 	if _, err := e.store.TakeUpload(ctx, reqID, "sftp2", time.Minute, true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.store.CompleteUpload(ctx, reqID, "sftp2", int64(len(dump)), fileSHA(t, e.data.Path(reqID, datadir.Upload))); err != nil {
+	name := files.NewUploadName()
+	got, err := e.files.CommitFile(ctx, reqID, name, staged, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.store.CompleteUpload(ctx, reqID, "sftp2", store.Upload{Name: string(name), Size: got.Size, SHA256: got.SHA256}); err != nil {
 		t.Fatal(err)
 	}
 	a := e.get("process", id)

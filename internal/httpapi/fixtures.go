@@ -10,25 +10,35 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path"
+	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
-// fixtureFiles are the request files an export carries.
-var fixtureFiles = []datadir.Artifact{datadir.Upload, datadir.UpgradedArchive, datadir.Notes, datadir.Modules}
+// fixtureFile reports whether an export may carry a request file of this
+// name: an upload (under the name its record points to) or an artifact.
+func fixtureFile(name string) bool {
+	switch files.Name(name) {
+	case files.Upload, files.UpgradedArchive, files.Notes, files.Modules:
+		return true
+	}
+	return uploadNameRE.MatchString(name)
+}
+
+var uploadNameRE = regexp.MustCompile(`^upload-[0-9a-f]{16}$`)
 
 // handleExport streams every request, its keys, log and files as a
 // .tar.gz: fixtures.json first, then requests/<id>/<file>.
-func handleExport(logger *slog.Logger, admin AdminStore, opts Options) http.HandlerFunc {
+func handleExport(logger *slog.Logger, admin AdminStore, fs FileStore) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		fixtures, err := admin.ExportFixtures(r.Context())
 		if err != nil {
-			adminError(w, logger, r, http.StatusInternalServerError, err)
+			adminError(w, logger, r, err)
 			return
 		}
 		if fixtures == nil {
@@ -49,15 +59,13 @@ func handleExport(logger *slog.Logger, admin AdminStore, opts Options) http.Hand
 				logger.Error("export", "err", err)
 				return
 			}
-			for _, a := range fixtureFiles {
-				if err := addFile(tw, opts.Data.Path(id, a), fmt.Sprintf("requests/%d/%s", id, a)); err != nil {
-					level := slog.LevelError
-					if r.Context().Err() != nil {
-						level = slog.LevelInfo // the client went away
-					}
-					logger.Log(r.Context(), level, "export", "request_id", id, "err", err)
-					return // the truncated stream tells the client
+			if err := exportFiles(r.Context(), tw, fs, id); err != nil {
+				level := slog.LevelError
+				if r.Context().Err() != nil {
+					level = slog.LevelInfo // the client went away
 				}
+				logger.Log(r.Context(), level, "export", "request_id", id, "err", err)
+				return // the truncated stream tells the client
 			}
 		}
 		tw.Close()
@@ -65,24 +73,33 @@ func handleExport(logger *slog.Logger, admin AdminStore, opts Options) http.Hand
 	}
 }
 
-func addFile(tw *tar.Writer, p, name string) error {
-	f, err := os.Open(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+func exportFiles(ctx context.Context, tw *tar.Writer, fs FileStore, id int64) error {
+	list, err := fs.List(ctx, id)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
+	for _, info := range list {
+		if !fixtureFile(string(info.Name)) {
+			continue
+		}
+		o, err := fs.Open(ctx, id, info.Name)
+		if errors.Is(err, files.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		err = tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("requests/%d/%s", id, info.Name), Mode: 0o600,
+			Size: o.Info().Size, ModTime: o.Info().ModTime})
+		if err == nil {
+			_, err = io.CopyN(tw, o, o.Info().Size)
+		}
+		o.Close()
+		if err != nil {
+			return err
+		}
 	}
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: st.Size(), ModTime: st.ModTime()}); err != nil {
-		return err
-	}
-	_, err = io.CopyN(tw, f, st.Size())
-	return err
+	return nil
 }
 
 func fixtureID(f store.Fixture) (int64, error) {
@@ -95,18 +112,15 @@ func fixtureID(f store.Fixture) (int64, error) {
 	return row.ID, nil
 }
 
-// handleImport reads an export. Its files are staged first (under
-// temporary names in the data directory), then the requests go in one
-// transaction (replacing all unless ?replace=false), and only once it has
-// committed are the request folders swapped for the staged ones; the
-// folders of removed requests go last. A damaged export, or one the
-// database refuses, changes nothing; a crash after the commit is finished
-// by the next start (RecoverImports).
-func handleImport(logger *slog.Logger, admin AdminStore, opts Options) http.HandlerFunc {
+// handleImport reads an export. Its files are staged first, then the
+// requests go in one transaction (replacing all unless ?replace=false),
+// and only once it has committed do the staged files take the place of
+// the requests' own; the files of removed requests go last. A damaged
+// export, or one the database refuses, changes nothing; a crash after the
+// commit is finished by the next start (RecoverImports).
+func handleImport(logger *slog.Logger, admin AdminStore, fs FileStore) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		bad := func(format string, args ...any) {
-			adminJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf(format, args...)})
-		}
+		bad := func(format string, args ...any) { adminBad(w, r, logger, fmt.Sprintf(format, args...)) }
 		gz, err := gzip.NewReader(r.Body)
 		if err != nil {
 			bad("not a .tar.gz export: %v", err)
@@ -123,28 +137,26 @@ func handleImport(logger *slog.Logger, admin AdminStore, opts Options) http.Hand
 			bad("fixtures.json: %v", err)
 			return
 		}
-		staging, err := opts.Data.NewStaging()
-		if err != nil {
-			adminError(w, logger, r, http.StatusInternalServerError, err)
-			return
-		}
-		discard := func() {
-			if err := staging.Discard(); err != nil {
-				logger.Warn("import: remove the staged files", "err", err)
-			}
-		}
 		ids := map[int64]bool{}
+		var order []int64
 		for _, f := range fixtures {
 			id, err := fixtureID(f)
-			if err == nil {
-				err = staging.AddRequest(id)
-			}
 			if err != nil {
-				discard()
 				bad("%v", err)
 				return
 			}
 			ids[id] = true
+			order = append(order, id)
+		}
+		im, err := fs.NewImport(r.Context())
+		if err != nil {
+			adminError(w, logger, r, err)
+			return
+		}
+		discard := func() {
+			if err := im.Discard(context.WithoutCancel(r.Context())); err != nil {
+				logger.Warn("import: remove the staged files", "err", err)
+			}
 		}
 		for {
 			h, err := tr.Next()
@@ -162,14 +174,14 @@ func handleImport(logger *slog.Logger, admin AdminStore, opts Options) http.Hand
 				bad("unexpected member %q", h.Name)
 				return
 			}
-			if err := writeStaged(staging, id, name, tr); err != nil {
+			if err := stageFile(r.Context(), im, id, name, tr); err != nil {
 				discard()
 				bad("%s: %v", h.Name, err)
 				return
 			}
 		}
 		replace := r.URL.Query().Get("replace") != "false"
-		got, removed, err := admin.ImportFixtures(r.Context(), fixtures, replace, staging.Nonce())
+		got, removed, err := admin.ImportFixtures(r.Context(), fixtures, replace, im.Nonce())
 		if err != nil {
 			discard()
 			bad("%v", err)
@@ -177,91 +189,104 @@ func handleImport(logger *slog.Logger, admin AdminStore, opts Options) http.Hand
 		}
 		// Committed: from here the files follow, whatever happens to the call.
 		ctx := context.WithoutCancel(r.Context())
-		if err := staging.Apply(removed); err != nil {
-			staging.Release() // the next start finishes the moves
-			adminError(w, logger, r, http.StatusInternalServerError, fmt.Errorf("import committed; moving its files: %w", err))
+		if err := im.Apply(ctx, order, removed); err != nil {
+			adminError(w, logger, r, fmt.Errorf("import committed; moving its files (the next start finishes it): %w", err))
 			return
 		}
-		if err := admin.ForgetImport(ctx, staging.Nonce()); err != nil {
+		if err := admin.ForgetImport(ctx, im.Nonce()); err != nil {
 			logger.Warn("import: forget the finished import", "err", err)
+		}
+		if len(removed) > 0 {
+			if err := admin.ForgetDeleted(ctx, removed); err != nil {
+				logger.Warn("import: forget the removed requests", "err", err)
+			}
 		}
 		if got == nil {
 			got = []int64{}
 		}
-		adminJSON(w, http.StatusOK, map[string]any{"imported": got})
+		writeJSON(w, r, logger, http.StatusOK, map[string]any{"imported": got})
 	}
+}
+
+func stageFile(ctx context.Context, im *files.Import, id int64, name string, r io.Reader) error {
+	w, err := im.Create(ctx, id, files.Name(name))
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, r); err != nil {
+		w.Abort()
+		return err
+	}
+	_, err = w.Commit()
+	return err
 }
 
 // ImportStore is what RecoverImports needs; *store.Store satisfies it.
 type ImportStore interface {
-	CommittedImport(ctx context.Context, nonce string) ([]int64, bool, error)
+	CommittedImport(ctx context.Context, nonce string) (imported, removed []int64, committed bool, err error)
 	ForgetImport(ctx context.Context, nonce string) error
+	ForgetDeleted(ctx context.Context, ids []int64) error
 }
 
+// ImportFiles is what RecoverImports needs of the files; *files.Store
+// satisfies it.
+type ImportFiles interface {
+	Imports(ctx context.Context) ([]files.ImportStaging, error)
+	OpenImport(nonce string) *files.Import
+}
+
+// abandonedImport is how long an import may stage files before its
+// transaction commits; a staging older than that with no committed record
+// was abandoned (a crash) and is removed.
+const abandonedImport = time.Hour
+
 // RecoverImports finishes or drops the imports a crash interrupted: files
-// staged for an import whose transaction committed are moved into place;
-// those of one that never committed are removed. Imports running in other
-// processes sharing the data directory are left alone (they hold their
-// staging's lock). Run it at start-up.
-func RecoverImports(ctx context.Context, logger *slog.Logger, imports ImportStore, data datadir.Dir) error {
-	stagings, err := data.Stagings()
-	var errs []error
+// staged for an import whose transaction committed take their places;
+// those of one that never committed are removed once old enough that no
+// process can still be staging them. Run it at start-up.
+func RecoverImports(ctx context.Context, logger *slog.Logger, imports ImportStore, fs ImportFiles) error {
+	stagings, err := fs.Imports(ctx)
 	if err != nil {
-		errs = append(errs, err)
+		return err
 	}
-	for _, s := range stagings {
-		removed, committed, err := imports.CommittedImport(ctx, s.Nonce())
+	var errs []error
+	for _, st := range stagings {
+		im := fs.OpenImport(st.Nonce)
+		imported, removed, committed, err := imports.CommittedImport(ctx, st.Nonce)
 		if err != nil {
-			s.Release()
 			errs = append(errs, err)
 			continue
 		}
 		if !committed {
-			logger.Info("import: removing the files of an import that never committed", "import", s.Nonce())
-			errs = append(errs, s.Discard())
+			if time.Since(st.Started) < abandonedImport {
+				continue // perhaps another process is staging it now
+			}
+			logger.Info("import: removing the files of an import that never committed", "import", st.Nonce)
+			errs = append(errs, im.Discard(ctx))
 			continue
 		}
-		logger.Warn("import: finishing an import interrupted after its commit", "import", s.Nonce())
-		if err := s.Apply(removed); err != nil {
-			s.Release()
+		logger.Warn("import: finishing an import interrupted after its commit", "import", st.Nonce)
+		if err := im.Apply(ctx, imported, removed); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		errs = append(errs, imports.ForgetImport(ctx, s.Nonce()))
+		errs = append(errs, imports.ForgetImport(ctx, st.Nonce))
+		if len(removed) > 0 {
+			errs = append(errs, imports.ForgetDeleted(ctx, removed))
+		}
 	}
 	return errors.Join(errs...)
 }
 
-// fixturePath reads requests/<id>/<known file>.
+// fixturePath reads requests/<id>/<file of an export>.
 func fixturePath(name string) (int64, string, bool) {
 	parts := strings.Split(path.Clean(name), "/")
 	if len(parts) != 3 || parts[0] != "requests" {
 		return 0, "", false
 	}
 	id, err := strconv.ParseInt(parts[1], 10, 64)
-	if err != nil || id <= 0 {
+	if err != nil || id <= 0 || strconv.FormatInt(id, 10) != parts[1] || !fixtureFile(parts[2]) {
 		return 0, "", false
 	}
-	for _, a := range fixtureFiles {
-		if parts[2] == string(a) {
-			return id, parts[2], true
-		}
-	}
-	return 0, "", false
-}
-
-func writeStaged(s *datadir.Staging, id int64, name string, r io.Reader) error {
-	f, err := s.Create(id, datadir.Artifact(name))
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return id, parts[2], true
 }

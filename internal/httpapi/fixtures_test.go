@@ -17,7 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/httpapi"
 	"github.com/upgrade-server/upgrade-server/internal/pgtest"
 )
@@ -25,7 +25,7 @@ import (
 // newAdminEnv is an env with the admin API on (token "tok").
 func newAdminEnv(t *testing.T) *env {
 	st, pool := pgtest.NewStore(t)
-	return newEnvWith(t, st, pool, t.TempDir(), func(o *httpapi.Options) { o.AdminToken, o.AdminStore = "tok", st })
+	return newEnvWith(t, st, pool, t.TempDir(), func(o *httpapi.Config) { o.AdminToken, o.Admin = "tok", st })
 }
 
 func (e *env) admin(method, path string, body io.Reader) (int, []byte) {
@@ -55,10 +55,10 @@ func (e *env) world() string {
 		out = append(out, s)
 	}
 	rows.Close()
-	filepath.Walk(e.data.Root(), func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
+	filepath.Walk(e.root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() && filepath.Base(p) != ".lock" {
 			b, _ := os.ReadFile(p)
-			out = append(out, fmt.Sprintf("%s %q", strings.TrimPrefix(p, e.data.Root()), b))
+			out = append(out, fmt.Sprintf("%s %q", strings.TrimPrefix(p, e.root), b))
 		}
 		return nil
 	})
@@ -122,7 +122,7 @@ func TestDamagedImportChangesNothing(t *testing.T) {
 		t.Fatalf("export: HTTP %d", code)
 	}
 	// An artifact made after the export, which a good import must drop.
-	os.WriteFile(e.data.Path(mustID(t, a), datadir.Notes), []byte("later notes"), 0o600)
+	e.write(mustID(t, a), files.Notes, []byte("later notes"))
 	before := e.world()
 
 	damaged := map[string][]byte{
@@ -157,13 +157,13 @@ func TestDamagedImportChangesNothing(t *testing.T) {
 	if code, msg := e.admin("POST", "/admin/v1/import", bytes.NewReader(onlyB)); code != 200 {
 		t.Fatalf("import: HTTP %d %s", code, msg)
 	}
-	if _, err := os.Stat(e.data.Request(mustID(t, a))); !os.IsNotExist(err) {
-		t.Error("the removed request kept its files")
+	if list, _ := e.files.List(context.Background(), mustID(t, a)); len(list) != 0 {
+		t.Errorf("the removed request kept its files: %v", list)
 	}
-	if got, _ := os.ReadFile(e.data.Path(mustID(t, b), datadir.Upload)); string(got) != "dump of b" {
+	if got := e.stored(mustID(t, b)); string(got) != "dump of b" {
 		t.Errorf("b's upload: %q", got)
 	}
-	if left, _ := e.data.Stagings(); len(left) != 0 {
+	if left, _ := e.files.Imports(context.Background()); len(left) != 0 {
 		t.Error("the import left its staging")
 	}
 	var imports int
@@ -183,19 +183,19 @@ func TestDeleteAndReset(t *testing.T) {
 	if code, msg := e.admin("DELETE", "/admin/v1/requests/"+a["request"], nil); code != 200 {
 		t.Fatalf("delete: HTTP %d %s", code, msg)
 	}
-	if _, err := os.Stat(e.data.Request(mustID(t, a))); !os.IsNotExist(err) {
-		t.Error("the deleted request kept its files")
+	if list, _ := e.files.List(context.Background(), mustID(t, a)); len(list) != 0 {
+		t.Errorf("the deleted request kept its files: %v", list)
 	}
 	if code, msg := e.admin("POST", "/admin/v1/reset", nil); code != 200 {
 		t.Fatalf("reset: HTTP %d %s", code, msg)
 	}
-	if _, err := os.Stat(e.data.Request(mustID(t, b))); !os.IsNotExist(err) {
-		t.Error("reset kept files")
+	if list, _ := e.files.List(context.Background(), mustID(t, b)); len(list) != 0 {
+		t.Errorf("reset kept files: %v", list)
 	}
-	// A stale folder of an id the database hands out again is not taken
-	// for the new request's files.
-	dir, _ := e.data.EnsureRequest(mustID(t, b) + 1)
-	os.WriteFile(filepath.Join(dir, "upload"), []byte("stale"), 0o600)
+	// Stale files of an id the database hands out again are not taken
+	// for the new request's.
+	e.write(mustID(t, b)+1, files.Upload, []byte("stale"))
+	e.staged(mustID(t, b)+1, []byte("stale"))
 	c := e.create()
 	if mustID(t, c) != mustID(t, b)+1 {
 		t.Fatalf("unexpected id %s", c["request"])

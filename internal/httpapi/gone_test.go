@@ -10,8 +10,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/httpapi"
+	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/pgtest"
 	"github.com/upgrade-server/upgrade-server/internal/store"
@@ -54,8 +55,12 @@ func TestClientGoneIsNotAServerError(t *testing.T) {
 	logs := &levels{}
 	m := metrics.New(nil)
 	stall := stallingStore{Store: st, entered: make(chan struct{}, 8)}
-	h := httpapi.NewHandler(slog.New(logs), stall, httpapi.Options{Region: "eu1", Targets: targets,
-		Data: datadir.New(t.TempDir()), Metrics: m})
+	fs, err := files.Open(context.Background(), slog.New(slog.DiscardHandler), files.Config{Local: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := httpapi.NewHandler(slog.New(logs), httpapi.Config{Requests: stall, Files: fs, Region: "eu1",
+		Rules: input.Rules{Targets: targets}, Metrics: m})
 	finished := make(chan struct{}, 8)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)

@@ -10,8 +10,9 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/fault"
+	"github.com/upgrade-server/upgrade-server/internal/files"
+	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -29,7 +30,7 @@ type RequestStore interface {
 	Request(ctx context.Context, id int64) (store.Request, error)
 	TakeUpload(ctx context.Context, id int64, token string, lease time.Duration, inPlace bool) (string, error)
 	RenewUpload(ctx context.Context, id int64, token string, lease time.Duration) error
-	CompleteUpload(ctx context.Context, id int64, token string, size int64, sha256 string) (store.Request, error)
+	CompleteUpload(ctx context.Context, id int64, token string, u store.Upload) (store.Request, string, error)
 	AbortUpload(ctx context.Context, id int64, token string) error
 	Process(ctx context.Context, id int64) (store.Request, error)
 	Transition(ctx context.Context, id int64, to store.State, message string, from ...store.State) (store.Request, error)
@@ -39,50 +40,51 @@ type RequestStore interface {
 	CountStatusPoll(ctx context.Context, id int64) error
 }
 
-// Options configure the API. Zero values get the documented defaults.
-type Options struct {
-	// PublicURL is the base of every URL the API returns, without a trailing slash.
+// FileStore is what the HTTP API needs of the request files;
+// *files.Store satisfies it. The API touches no file itself.
+type FileStore interface {
+	Open(ctx context.Context, id int64, name files.Name) (files.Object, error)
+	Stat(ctx context.Context, id int64, name files.Name) (files.Info, error)
+	List(ctx context.Context, id int64) ([]files.Info, error)
+	Receive(ctx context.Context, id int64, name files.Name, r io.Reader, max int64) (files.Received, error)
+	Remove(ctx context.Context, id int64, names ...files.Name) error
+	RemoveRequest(ctx context.Context, id int64) error
+	StagedSize(id int64, name files.Name) (int64, bool)
+	NewImport(ctx context.Context) (*files.Import, error)
+}
+
+// SQLStreamFunc converts a request's file, a dump with the given layers,
+// to plain SQL on the fly (engine.Engine.OpenSQL).
+type SQLStreamFunc func(ctx context.Context, id int64, name files.Name, compressions []string) (io.ReadCloser, error)
+
+// Config is what the API is built from; NewHandler hands each handler only
+// the parts it uses. Zero values get the documented defaults.
+type Config struct {
+	Requests RequestStore
+	Files    FileStore
+	// Admin serves the admin API under /admin/v1 for AdminToken; it is off
+	// when either is unset.
+	Admin      AdminStore
+	AdminToken string
+	// PublicURL is the base of every URL the API returns, without a
+	// trailing slash; Region the URL segment of status and file URLs ("eu1").
 	PublicURL string
-	// Region is the URL segment of status and artifact URLs ("eu1").
-	Region string
-	// Targets are the valid target versions, in the order failures list them.
-	Targets []string
-	// ContractValidFunc says whether a contract exists; nil accepts any
-	// non-empty contract.
-	ContractValidFunc func(contract string) bool
+	Region    string
+	// Rules are the valid targets and contracts of create.
+	Rules input.Rules
 	// MaxUploadBytes bounds an upload; 0 means no limit.
 	MaxUploadBytes int64
-	// SFTPHost and SFTPPort are what request_sftp_access advertises.
-	SFTPHost string
-	SFTPPort int
-	// SFTPHostKeys are the daemon's host key fingerprints, shown on the
-	// status page so users can pin them.
-	SFTPHostKeys []string
-	// SFTPAccessTTL is how long a grant lasts (default 24h).
-	SFTPAccessTTL time.Duration
-	// Data is the data directory (uploads and artifacts).
-	Data datadir.Dir
-	// NoUploadSync skips the fsync of finished uploads and the writeback as
-	// they stream: faster where durability does not matter (test suites), but
-	// a machine crash may then lose an upload already answered as complete.
-	NoUploadSync bool
 	// UploadLease is how long an upload's lease lasts between renewals
-	// (default 1 minute); a crashed upload frees the request after it. A
-	// new upload that took over waits up to half of it for the one it
-	// replaced to stop.
+	// (default 1 minute); a crashed upload frees the request after it.
 	UploadLease time.Duration
 	// Uploads are the HTTP uploads running in this process; the caller
 	// stops one through it when a writer elsewhere takes its request over
 	// (nil: the handler keeps its own).
 	Uploads *Uploads
-	// SQLStreamFunc converts a dump with the given layers to plain SQL for
-	// the original/sql and upgraded/sql URLs; nil serves only SQL files the
-	// pipeline kept.
-	SQLStreamFunc func(ctx context.Context, path string, compressions []string) (io.ReadCloser, error)
-	// AdminToken enables the admin API under /admin/v1 (disabled when "").
-	AdminToken string
-	// AdminStore serves the admin API; nil disables it.
-	AdminStore AdminStore
+	// SFTP is what request_sftp_access advertises and the status page shows.
+	SFTP SFTPInfo
+	// SQLStream serves original/sql and upgraded/sql; nil serves none.
+	SQLStream SQLStreamFunc
 	// JournalSize is how many recent v1 calls the admin journal keeps (default 1000).
 	JournalSize int
 	// Faults are the injected faults (admin API); nil injects none.
@@ -93,49 +95,41 @@ type Options struct {
 	NowFunc func() time.Time
 }
 
+// SFTPInfo is the SFTP daemon as clients reach it.
+type SFTPInfo struct {
+	Host string
+	Port int
+	// HostKeys are the daemon's host key fingerprints, shown on the status
+	// page so users can pin them.
+	HostKeys []string
+	// AccessTTL is how long a grant lasts (default 24h).
+	AccessTTL time.Duration
+}
+
 // NewHandler returns the HTTP API: every route of routes.go behind the
 // correlation-id, logging and recovery middleware.
-func NewHandler(logger *slog.Logger, requests RequestStore, opts Options) http.Handler {
-	if opts.Region == "" {
-		opts.Region = "eu1"
+func NewHandler(logger *slog.Logger, cfg Config) http.Handler {
+	if cfg.Region == "" {
+		cfg.Region = "eu1"
 	}
-	if opts.SFTPAccessTTL == 0 {
-		opts.SFTPAccessTTL = 24 * time.Hour
+	if cfg.SFTP.AccessTTL == 0 {
+		cfg.SFTP.AccessTTL = 24 * time.Hour
 	}
-	if opts.UploadLease == 0 {
-		opts.UploadLease = time.Minute
+	if cfg.UploadLease == 0 {
+		cfg.UploadLease = time.Minute
 	}
-	if opts.NowFunc == nil {
-		opts.NowFunc = time.Now
+	if cfg.NowFunc == nil {
+		cfg.NowFunc = time.Now
 	}
-	if opts.Uploads == nil {
-		opts.Uploads = NewUploads()
+	if cfg.Uploads == nil {
+		cfg.Uploads = NewUploads()
 	}
-	if opts.Faults == nil {
-		opts.Faults = fault.New(uint64(time.Now().UnixNano()))
+	if cfg.Faults == nil {
+		cfg.Faults = fault.New(uint64(time.Now().UnixNano()))
 	}
 	logger = logger.With("component", "httpapi")
 	r := chi.NewRouter()
 	r.Use(withCorrelationID, logRequests(logger), recoverPanics(logger))
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeAnswer(w, r, logger, http.StatusNotFound, []failure{{Reason: reasonRouteNotFound,
-			Message: "No such endpoint: " + r.URL.Path}}, nil)
-	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeAnswer(w, r, logger, http.StatusMethodNotAllowed, []failure{{Reason: reasonMethodNotAllowed,
-			Message: "Method " + r.Method + " is not allowed here"}}, nil)
-	})
-	j := newJournal(opts.JournalSize)
-	addRoutes(r, logger, requests, opts, j)
-	if opts.AdminToken != "" && opts.AdminStore != nil {
-		addAdminRoutes(r, logger, requests, opts, j)
-	}
-	if opts.Metrics != nil {
-		r.Method("GET", "/metrics", opts.Metrics.Handler())
-	}
-	r.Get("/openapi.json", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(openAPI)
-	})
+	addRoutes(r, logger, cfg)
 	return r
 }

@@ -27,6 +27,11 @@ func fileSHA(t *testing.T, path string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+func sha(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
 func diffJSON(want, got any) string {
 	return cmp.Diff(want, got)
 }

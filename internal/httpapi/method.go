@@ -157,11 +157,11 @@ func authenticate(ctx context.Context, requests RequestStore, p params) (store.R
 }
 
 // transitionReply maps the store's answer to a state change.
-func transitionReply(opts Options, req store.Request, err error) reply {
+func transitionReply(rec recorder, req store.Request, err error) reply {
 	var se *store.StateError
 	switch {
 	case err == nil:
-		return reply{req: opts.record(req)}
+		return reply{req: rec.record(req)}
 	case errors.As(err, &se):
 		return reply{fails: []failure{stateFailure(se)}}
 	case errors.Is(err, store.ErrNoUpload):
@@ -196,32 +196,32 @@ func authenticated(requests RequestStore, fn func(r *http.Request, p params, req
 	}
 }
 
-func handleStatus(requests RequestStore, opts Options) methodFunc {
+func handleStatus(requests RequestStore, rec recorder) methodFunc {
 	return authenticated(requests, func(r *http.Request, p params, req store.Request) reply {
 		if req.Scenario != nil && req.HoldPolls > 0 {
 			if err := requests.CountStatusPoll(r.Context(), req.ID); err != nil {
 				return reply{err: err}
 			}
 		}
-		return reply{req: opts.record(req)}
+		return reply{req: rec.record(req)}
 	})
 }
 
 // handleProcess queues a request with a complete upload: one store call,
 // whatever the upload's path (an SFTP upload is recorded by the daemon when
 // its write handle closes cleanly).
-func handleProcess(requests RequestStore, opts Options) methodFunc {
+func handleProcess(requests RequestStore, rec recorder) methodFunc {
 	return authenticated(requests, func(r *http.Request, p params, req store.Request) reply {
 		got, err := requests.Process(r.Context(), req.ID)
-		return transitionReply(opts, got, err)
+		return transitionReply(rec, got, err)
 	})
 }
 
-func handleSkipTest(requests RequestStore, opts Options) methodFunc {
+func handleSkipTest(requests RequestStore, rec recorder) methodFunc {
 	return authenticated(requests, func(r *http.Request, p params, req store.Request) reply {
 		got, err := requests.Transition(r.Context(), req.ID, store.StateDelivered,
 			"Tests skipped; the upgraded database is delivered.", store.StateTesting)
-		return transitionReply(opts, got, err)
+		return transitionReply(rec, got, err)
 	})
 }
 

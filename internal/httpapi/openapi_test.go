@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -33,8 +34,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	if err := json.Unmarshal(openAPI, &doc); err != nil {
 		t.Fatal(err)
 	}
-	h := NewHandler(slog.New(slog.NewTextHandler(io.Discard, nil)), nil, Options{AdminToken: "x", AdminStore: (*store.Store)(nil),
-		Metrics: metrics.New(nil)})
+	h := NewHandler(slog.New(slog.NewTextHandler(io.Discard, nil)), Config{AdminToken: "x", Admin: (*store.Store)(nil),
+		Files: (*files.Store)(nil), Metrics: metrics.New(nil)})
 	var routes []string
 	err := chi.Walk(h.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		if route != "/" && strings.HasSuffix(route, "/") {

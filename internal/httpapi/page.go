@@ -6,9 +6,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
-	"os"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -37,10 +35,10 @@ type statusPage struct {
 
 // handleStatusPage renders status_url: an HTML page for people that
 // refreshes itself while the request moves.
-func handleStatusPage(logger *slog.Logger, requests RequestStore, opts Options) http.HandlerFunc {
+func handleStatusPage(logger *slog.Logger, requests RequestStore, fs FileStore, l links, rec recorder, sftp sftpView) http.HandlerFunc {
 	tmpl := parseStatusTemplate()
 	return func(w http.ResponseWriter, r *http.Request) {
-		req, ok, err := pathRequest(r.Context(), r, requests, opts)
+		req, ok, err := pathRequest(r.Context(), r, requests, l)
 		if err != nil {
 			writeInternal(w, r, logger, http.StatusInternalServerError, err)
 			return
@@ -54,9 +52,9 @@ func handleStatusPage(logger *slog.Logger, requests RequestStore, opts Options) 
 			writeInternal(w, r, logger, http.StatusInternalServerError, err)
 			return
 		}
-		page := statusPage{R: opts.record(req), Events: events, Uploaded: req.UploadCompletedAt != nil, HostKeys: opts.SFTPHostKeys}
+		page := statusPage{R: rec.record(req), Events: events, Uploaded: req.UploadCompletedAt != nil, HostKeys: sftp.info.HostKeys}
 		if req.SFTPGrantedAt != nil {
-			a := opts.sftpAccess(req)
+			a := sftp.access(req)
 			page.SFTP = &a
 		}
 		switch req.State {
@@ -66,11 +64,13 @@ func handleStatusPage(logger *slog.Logger, requests RequestStore, opts Options) 
 			page.Active, page.Refresh = true, 5
 		}
 		for _, a := range artifactRoutes {
-			if a.artifact == datadir.Upload && !page.Uploaded {
-				continue
+			if a.file == nil {
+				continue // the SQL streams: not offered on the page
 			}
-			if _, err := os.Stat(opts.Data.Path(req.ID, a.artifact)); err == nil {
-				page.Links = append(page.Links, pageLink{Label: a.name(req), URL: opts.requestURL(req, a.path)})
+			if name, ok := a.file(req); ok {
+				if _, err := fs.Stat(r.Context(), req.ID, name); err == nil {
+					page.Links = append(page.Links, pageLink{Label: a.name(req), URL: l.url(req, a.path)})
+				}
 			}
 		}
 		var buf bytes.Buffer

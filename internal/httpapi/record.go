@@ -2,11 +2,10 @@ package httpapi
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 	"time"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -46,7 +45,8 @@ type wireRequest struct {
 	MigratedSQLURL  string   `json:"migrated_sql_url"`
 }
 
-// v1State renders a stored state in v1's vocabulary (DESIGN.md).
+// v1State renders a stored state in v1's vocabulary (README, "The request
+// record").
 func v1State(s store.State) string {
 	switch s {
 	case store.StateQueued:
@@ -74,22 +74,35 @@ func issueStage(s store.State) string {
 
 const wireTime = "2006-01-02 15:04:05"
 
-// requestURL is <public>/database/<region>/<id>/<key>/<suffix>.
-func (o Options) requestURL(r store.Request, suffix string) string {
-	return fmt.Sprintf("%s/database/%s/%d/%s/%s", o.PublicURL, o.Region, r.ID, r.Key, suffix)
+// links build a request's URLs.
+type links struct{ public, region string }
+
+// url is <public>/database/<region>/<id>/<key>/<suffix>.
+func (l links) url(r store.Request, suffix string) string {
+	return fmt.Sprintf("%s/database/%s/%d/%s/%s", l.public, l.region, r.ID, r.Key, suffix)
 }
 
-func (o Options) record(r store.Request) wireRequest {
+// recorder renders v1's request record.
+type recorder struct {
+	links links
+	now   func() time.Time
+	// staged is the size of an upload being written at random offsets on
+	// this host (SFTP), shown as filesize until it is recorded.
+	staged func(id int64, name files.Name) (int64, bool)
+}
+
+func (rc recorder) record(r store.Request) wireRequest {
+	o := rc.links
 	w := wireRequest{
 		ID: r.ID, Key: r.Key, Email: r.Email, Target: r.Target, Aim: r.Aim, Filename: input.ShownName(r.Filename),
 		Timezone: r.Timezone, State: v1State(r.State), IssueStage: issueStage(r.State), Issue: r.Issue,
-		StatusURL:       o.requestURL(r, "status"),
-		NotesURL:        o.requestURL(r, "upgraded/notes"),
-		OriginalSQLURL:  o.requestURL(r, "original/sql"),
-		OriginalDumpURL: o.requestURL(r, "original/archive"),
-		UpgradedSQLURL:  o.requestURL(r, "upgraded/sql"),
-		UpgradedDumpURL: o.requestURL(r, "upgraded/archive"),
-		ModulesURL:      o.requestURL(r, "modules/archive"),
+		StatusURL:       o.url(r, "status"),
+		NotesURL:        o.url(r, "upgraded/notes"),
+		OriginalSQLURL:  o.url(r, "original/sql"),
+		OriginalDumpURL: o.url(r, "original/archive"),
+		UpgradedSQLURL:  o.url(r, "upgraded/sql"),
+		UpgradedDumpURL: o.url(r, "upgraded/archive"),
+		ModulesURL:      o.url(r, "modules/archive"),
 		DatabaseUUID:    r.DatabaseUUID,
 		CreatedAt:       r.CreatedAt.UTC().Format(wireTime),
 		Elapsed:         "00:00",
@@ -105,10 +118,10 @@ func (o Options) record(r store.Request) wireRequest {
 	}
 	if r.UploadSize != nil {
 		w.Filesize = ptr(humanSize(*r.UploadSize))
-	} else if r.State == store.StateDraft && o.Data.Root() != "" {
-		// An SFTP upload not yet recorded by process: its live size.
-		if st, err := os.Stat(o.Data.Path(r.ID, datadir.Upload)); err == nil && st.Size() > 0 {
-			w.Filesize = ptr(humanSize(st.Size()))
+	} else if r.State == store.StateDraft && rc.staged != nil {
+		// An SFTP upload not recorded yet: its live size.
+		if n, ok := rc.staged(r.ID, files.Upload); ok && n > 0 {
+			w.Filesize = ptr(humanSize(n))
 		}
 	}
 	if r.EstimatedSeconds != nil {
@@ -116,7 +129,7 @@ func (o Options) record(r store.Request) wireRequest {
 	}
 	if r.ProcessedAt != nil {
 		w.ProcessedAt = ptr(r.ProcessedAt.UTC().Format(wireTime))
-		end := o.NowFunc()
+		end := rc.now()
 		if r.FinishedAt != nil {
 			end = *r.FinishedAt
 		}

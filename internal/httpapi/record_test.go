@@ -35,8 +35,8 @@ func golden(t *testing.T, name string, got []byte) {
 func TestRecordGolden(t *testing.T) {
 	created := time.Date(2015, 9, 9, 7, 13, 49, 0, time.UTC)
 	started := created.Add(2 * time.Hour)
-	opts := Options{PublicURL: "https://upgrade.example.com", Region: "eu1",
-		NowFunc: func() time.Time { return started.Add(95 * time.Minute) }}
+	rec := recorder{links: links{public: "https://upgrade.example.com", region: "eu1"},
+		now: func() time.Time { return started.Add(95 * time.Minute) }}
 	size := int64(934902)
 	tests := []struct {
 		name string
@@ -52,7 +52,7 @@ func TestRecordGolden(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := json.MarshalIndent(answer{Failures: []failure{}, Request: opts.record(tt.req)}, "", "  ")
+			got, err := json.MarshalIndent(answer{Failures: []failure{}, Request: rec.record(tt.req)}, "", "  ")
 			if err != nil {
 				t.Fatal(err)
 			}

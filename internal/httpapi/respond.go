@@ -13,17 +13,24 @@ type answer struct {
 	Request  any       `json:"request"`
 }
 
-// writeAnswer is the single exit of every JSON answer.
+// writeAnswer writes a v1 answer: failures first, then the request.
 func writeAnswer(w http.ResponseWriter, r *http.Request, logger *slog.Logger, status int, fails []failure, req any) {
 	if fails == nil {
 		fails = []failure{}
 	}
+	writeJSON(w, r, logger, status, answer{Failures: fails, Request: req})
+}
+
+// writeJSON is the single exit of every JSON answer, v1 and admin alike.
+// Once the headers are sent, an encoding error (the client went away) is
+// logged, not written.
+func writeJSON(w http.ResponseWriter, r *http.Request, logger *slog.Logger, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(answer{Failures: fails, Request: req}); err != nil {
+	if err := enc.Encode(v); err != nil {
 		logger.LogAttrs(r.Context(), slog.LevelDebug, "write answer", slog.String("correlation_id", correlationID(r.Context())), slog.Any("err", err))
 	}
 }

@@ -3,10 +3,8 @@ package httpapi
 import (
 	"fmt"
 	"net/http"
-	"os"
 	"strconv"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -24,7 +22,7 @@ type sftpAccess struct {
 // SFTP access is for uploading while draft and downloading once done.
 var sftpStates = []store.State{store.StateDraft, store.StateDone, store.StateDelivered}
 
-func handleRequestSFTPAccess(requests RequestStore, opts Options) methodFunc {
+func handleRequestSFTPAccess(requests RequestStore, sftp sftpView, rec recorder) methodFunc {
 	return authenticated(requests, func(r *http.Request, p params, req store.Request) reply {
 		text, ok := p.get("ssh_keys")
 		if !ok {
@@ -34,39 +32,25 @@ func handleRequestSFTPAccess(requests RequestStore, opts Options) methodFunc {
 		if probs != nil {
 			return reply{fails: fromProblems(probs)}
 		}
-		got, err := requests.GrantSFTP(r.Context(), req.ID, keys, opts.SFTPAccessTTL, sftpStates...)
+		got, err := requests.GrantSFTP(r.Context(), req.ID, keys, sftp.info.AccessTTL, sftpStates...)
 		if err != nil {
-			return transitionReply(opts, got, err)
+			return transitionReply(rec, got, err)
 		}
-		if got.State == store.StateDraft {
-			// The shared file exists from the start, so put -a works from the first byte.
-			if err := ensureSharedFile(opts.Data, got.ID); err != nil {
-				return reply{err: err}
-			}
-		}
-		return reply{req: opts.sftpAccess(got)}
+		return reply{req: sftp.access(got)}
 	})
 }
 
-func (o Options) sftpAccess(r store.Request) sftpAccess {
+// sftpView renders the SFTP daemon as a request's clients reach it.
+type sftpView struct{ info SFTPInfo }
+
+func (v sftpView) access(r store.Request) sftpAccess {
 	user := "user_" + strconv.FormatInt(r.ID, 10)
 	return sftpAccess{
-		Hostname:      o.SFTPHost,
-		SFTPPort:      o.SFTPPort,
+		Hostname:      v.info.Host,
+		SFTPPort:      v.info.Port,
 		SFTPUser:      user,
 		SharedFile:    input.ShownName(r.Filename),
 		RequestID:     r.ID,
-		SampleCommand: fmt.Sprintf("sftp -P %d %s@%s", o.SFTPPort, user, o.SFTPHost),
+		SampleCommand: fmt.Sprintf("sftp -P %d %s@%s", v.info.Port, user, v.info.Host),
 	}
-}
-
-func ensureSharedFile(data datadir.Dir, id int64) error {
-	if _, err := data.EnsureRequest(id); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(data.Path(id, datadir.Upload), os.O_WRONLY|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("create the shared file: %w", err)
-	}
-	return f.Close()
 }

@@ -2,30 +2,27 @@ package httpapi
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/files"
+	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
+	"github.com/upgrade-server/upgrade-server/internal/token"
 )
 
-// handleUpload streams the raw body (POST --data-binary, PUT -T) to a
-// temporary file in the request's folder, hashing it on the way, and renames
-// it into place only once the body is complete and fsynced. Memory stays
-// constant whatever the size. key and request come from the query string:
-// the body is the dump, whatever its Content-Type says. A new upload takes
-// the request over from any upload still running (HTTP or SFTP, in this
-// process or another): that one is stopped and keeps nothing.
-func handleUpload(logger *slog.Logger, requests RequestStore, opts Options) methodFunc {
+// handleUpload streams the raw body (POST --data-binary, PUT -T) into the
+// request files as a new file of its own, hashing it on the way; the
+// request points to it only once the body is complete and stored. Memory
+// stays constant whatever the size. key and request come from the query
+// string: the body is the dump, whatever its Content-Type says. A new
+// upload takes the request over from any upload still running (HTTP or
+// SFTP, in this process or another): that one is stopped and keeps nothing.
+func handleUpload(requests RequestStore, up uploader, rec recorder) methodFunc {
 	return func(w http.ResponseWriter, r *http.Request) reply {
 		req, fails, err := authenticate(r.Context(), requests, queryParams(r))
 		if err != nil || fails != nil {
@@ -37,26 +34,37 @@ func handleUpload(logger *slog.Logger, requests RequestStore, opts Options) meth
 		if r.ContentLength == 0 {
 			return reply{fails: []failure{uploadEmpty()}}
 		}
-		if opts.MaxUploadBytes > 0 && r.ContentLength > opts.MaxUploadBytes {
-			return reply{fails: []failure{uploadTooLarge(opts.MaxUploadBytes)}}
+		if up.max > 0 && r.ContentLength > up.max {
+			return reply{fails: []failure{uploadTooLarge(up.max)}}
 		}
-		token := newKey()
-		replaced, err := requests.TakeUpload(r.Context(), req.ID, token, opts.UploadLease, false)
+		tok := token.Hex(16)
+		replaced, err := requests.TakeUpload(r.Context(), req.ID, tok, up.lease, false)
 		if err != nil {
-			return transitionReply(opts, req, err)
+			return transitionReply(rec, req, err)
 		}
-		u := &upload{logger: logger.With("request_id", req.ID), requests: requests, opts: opts, id: req.ID, token: token}
+		u := &upload{uploader: up, logger: up.logger.With("request_id", req.ID), id: req.ID, token: tok}
 		if replaced != "" {
 			u.logger.Info("this upload takes the request over from another one")
-			opts.Uploads.Stop(req.ID, replaced) // at once when it is ours; others hear of it through the store
+			up.uploads.Stop(req.ID, replaced) // at once when it is ours; others hear of it through the store
 		}
 		got, fails, err := u.receive(w, r)
 		if err != nil || fails != nil {
 			u.abort()
 			return reply{fails: fails, err: err, stopped: u.stopped}
 		}
-		return reply{req: opts.record(got)}
+		return reply{req: rec.record(got)}
 	}
+}
+
+// uploader is what HTTP uploads need.
+type uploader struct {
+	logger   *slog.Logger
+	requests RequestStore
+	files    FileStore
+	uploads  *Uploads
+	max      int64
+	lease    time.Duration
+	metrics  *metrics.Metrics
 }
 
 // errTakenOver: a newer upload of the request took over.
@@ -101,12 +109,10 @@ func (u *Uploads) remove(token string) {
 }
 
 type upload struct {
-	logger   *slog.Logger
-	requests RequestStore
-	opts     Options
-	id       int64
-	token    string
-	tmp      string
+	uploader
+	logger *slog.Logger
+	id     int64
+	token  string
 	// stopped: the server ended the upload (taken over, lease lost).
 	stopped bool
 }
@@ -120,110 +126,75 @@ func uploadTooLarge(limit int64) failure {
 }
 
 func (u *upload) receive(w http.ResponseWriter, r *http.Request) (store.Request, []failure, error) {
-	dir, err := u.opts.Data.EnsureRequest(u.id)
-	if err != nil {
-		return store.Request{}, nil, err
-	}
-	f, err := os.CreateTemp(dir, datadir.PartPattern)
-	if err != nil {
-		return store.Request{}, storageFailure(err), storageErr(err)
-	}
-	u.tmp = f.Name()
-	defer f.Close() // after a successful Close, a harmless no-op
-	// A lock on the part file, held until it is renamed into place, tells a
-	// start-up sweep (of any process sharing the data directory) that it is
-	// alive.
-	hold, err := os.Open(u.tmp)
-	if err == nil {
-		defer hold.Close()
-		err = datadir.HoldOpen(hold)
-	}
-	if err != nil {
-		return store.Request{}, nil, err
-	}
-
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	u.opts.Uploads.add(u.token, cancel)
-	defer u.opts.Uploads.remove(u.token)
-	go u.renewLease(ctx, cancel)
+	u.uploads.add(u.token, cancel)
+	defer u.uploads.remove(u.token)
+	go store.KeepLease(ctx, u.lease/3,
+		func(ctx context.Context) error { return u.requests.RenewUpload(ctx, u.id, u.token, u.lease) },
+		func(err error) { cancel(err) },
+		func(err error) { u.logger.Warn("renew upload lease", "err", err) })
 	// A read of a stalled body does not see ctx: once ctx ends (taken over,
 	// lease lost), the connection's read deadline ends the read at once.
 	rc := http.NewResponseController(w)
 	stopDeadline := context.AfterFunc(ctx, func() { rc.SetReadDeadline(time.Now()) })
 	defer stopDeadline()
 
-	var body io.Reader = r.Body
-	if u.opts.MaxUploadBytes > 0 {
-		body = http.MaxBytesReader(w, r.Body, u.opts.MaxUploadBytes)
-	}
-	size, sum, err := copyHashing(ctx, f, body, !u.opts.NoUploadSync)
+	name := files.NewUploadName()
+	got, err := u.files.Receive(ctx, u.id, name, r.Body, u.max)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		var we writeError
+		var we *files.WriteError
 		switch {
-		case errors.As(err, &mbe):
-			return store.Request{}, []failure{uploadTooLarge(u.opts.MaxUploadBytes)}, nil
+		case errors.Is(err, files.ErrTooLarge):
+			return store.Request{}, []failure{uploadTooLarge(u.max)}, nil
+		case errors.As(err, &we) && files.NoSpace(err):
+			return store.Request{}, []failure{{Reason: reasonUploadNoSpace,
+				Message: "The server has no space left for this upload; earlier data is intact, retry later"}}, nil
 		case errors.As(err, &we):
-			return store.Request{}, storageFailure(err), storageErr(err)
+			return store.Request{}, nil, err
 		}
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 			err = cause
 		}
-		return store.Request{}, u.interrupted(r, size, err), nil
+		return store.Request{}, u.interrupted(r, got.Size, err), nil
 	}
-	if size == 0 {
+	if got.Size == 0 {
+		u.removeFile(name)
 		return store.Request{}, []failure{uploadEmpty()}, nil
 	}
-	if !u.opts.NoUploadSync {
-		if err := f.Sync(); err != nil {
-			return store.Request{}, storageFailure(err), storageErr(err)
-		}
-	}
-	if err := f.Close(); err != nil {
-		return store.Request{}, storageFailure(err), storageErr(err)
-	}
-	// The file goes into place under the upload's lock, and only while
-	// this upload still holds the lease: a writer that took over waits for
-	// the lock, so it never sees this file appear after it started.
-	lctx, lcancel := context.WithTimeout(ctx, u.opts.UploadLease/2)
-	defer lcancel()
-	lock, err := u.opts.Data.LockUpload(lctx, u.id)
-	if err != nil {
-		if ctx.Err() != nil || lctx.Err() != nil {
-			return store.Request{}, u.interrupted(r, size, errors.Join(context.Cause(ctx), err)), nil
-		}
-		return store.Request{}, nil, err
-	}
-	defer lock.Release()
-	if err := u.requests.RenewUpload(ctx, u.id, u.token, u.opts.UploadLease); err != nil {
-		if errors.Is(err, store.ErrLeaseLost) {
-			return store.Request{}, u.interrupted(r, size, errTakenOver), nil
-		}
-		return store.Request{}, nil, err
-	}
-	if err := os.Rename(u.tmp, u.opts.Data.Path(u.id, datadir.Upload)); err != nil {
-		return store.Request{}, nil, err
-	}
-	u.tmp = ""
-	if !u.opts.NoUploadSync {
-		syncDir(dir)
-	}
-	digest := hex.EncodeToString(sum)
-	got, err := u.requests.CompleteUpload(context.WithoutCancel(ctx), u.id, u.token, size, digest)
+	// The request points to the new file only while this upload still
+	// holds the lease: one that lost it (taken over) never replaces the
+	// newer upload's file, since each upload writes a file of its own.
+	done, replaced, err := u.requests.CompleteUpload(context.WithoutCancel(ctx), u.id, u.token,
+		store.Upload{Name: string(name), Size: got.Size, SHA256: got.SHA256})
 	if errors.Is(err, store.ErrLeaseLost) {
-		return store.Request{}, u.interrupted(r, size, errTakenOver), nil
+		u.removeFile(name)
+		return store.Request{}, u.interrupted(r, got.Size, errTakenOver), nil
 	}
 	if err != nil {
+		u.removeFile(name)
 		return store.Request{}, nil, err
 	}
-	u.logger.Info("upload complete", "bytes", size, "sha256", digest)
-	u.opts.Metrics.Bytes("http", "up", size)
+	if replaced != "" {
+		u.removeFile(files.Name(replaced))
+	}
+	u.logger.Info("upload complete", "bytes", got.Size, "sha256", got.SHA256)
+	u.metrics.Bytes("http", "up", got.Size)
 	if err := u.requests.AddEvent(context.WithoutCancel(ctx), u.id, "info",
-		fmt.Sprintf("Upload received over HTTP: %s, sha256 %s.", humanSize(size), digest)); err != nil {
+		fmt.Sprintf("Upload received over HTTP: %s, sha256 %s.", humanSize(got.Size), got.SHA256)); err != nil {
 		u.logger.Warn("request log", "err", err)
 	}
-	return got, nil, nil
+	return done, nil, nil
+}
+
+// removeFile removes a file this upload made or replaced (a start-up sweep
+// removes what a failure here leaves).
+func (u *upload) removeFile(name files.Name) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // bounded cleanup
+	defer cancel()
+	if err := u.files.Remove(ctx, u.id, name); err != nil {
+		u.logger.Warn("remove an upload's file", "file", name, "err", err)
+	}
 }
 
 // interrupted is UPLOAD:INTERRUPTED for an upload stopped after size bytes
@@ -249,139 +220,11 @@ func (u *upload) interrupted(r *http.Request, size int64, err error) []failure {
 	return []failure{{Reason: reasonUploadInterrupt, Message: msg}}
 }
 
-// renewLease keeps the upload lease while the body streams in and cancels
-// the upload if the lease is lost (taken over while this process missed
-// the notification, or the request moved on).
-func (u *upload) renewLease(ctx context.Context, cancel context.CancelCauseFunc) {
-	t := time.NewTicker(u.opts.UploadLease / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			err := u.requests.RenewUpload(ctx, u.id, u.token, u.opts.UploadLease)
-			if errors.Is(err, store.ErrLeaseLost) {
-				cancel(err)
-				return
-			}
-			if err != nil && ctx.Err() == nil {
-				u.logger.Warn("renew upload lease", "err", err)
-			}
-		}
-	}
-}
-
-// abort removes the partial file and frees the request; an earlier complete
-// upload stays as it was.
+// abort frees the request; an earlier complete upload stays as it was.
 func (u *upload) abort() {
-	if u.tmp != "" {
-		if err := os.Remove(u.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-			u.logger.Error("remove partial upload", "err", err)
-		}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // bounded cleanup
 	defer cancel()
 	if err := u.requests.AbortUpload(ctx, u.id, u.token); err != nil {
 		u.logger.Error("release upload lease", "err", err)
 	}
-}
-
-// storageFailure: a full disk is the client's to know about; other storage
-// errors are internal (storageErr) and answered SERVER:ERROR.
-func storageFailure(err error) []failure {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		return []failure{{Reason: reasonUploadNoSpace,
-			Message: "The server has no space left for this upload; earlier data is intact, retry later"}}
-	}
-	return nil
-}
-
-func storageErr(err error) error {
-	if storageFailure(err) != nil {
-		return nil
-	}
-	return err
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-}
-
-// writeError marks an error of the destination file, not of the client.
-type writeError struct{ err error }
-
-func (e writeError) Error() string { return "write: " + e.err.Error() }
-func (e writeError) Unwrap() error { return e.err }
-
-const (
-	copyBufSize = 1 << 20
-	copyBuffers = 4
-	flushEvery  = 64 << 20
-)
-
-// copyHashing copies src to dst and returns the byte count and sha256. The
-// hash runs in its own goroutine on the buffers already written, so hashing
-// overlaps reading and writing; dirty pages are pushed to disk as the copy
-// goes, so the final fsync is short and memory stays flat.
-func copyHashing(ctx context.Context, dst *os.File, src io.Reader, writeback bool) (int64, []byte, error) {
-	free := make(chan []byte, copyBuffers)
-	for range copyBuffers {
-		free <- make([]byte, copyBufSize)
-	}
-	toHash := make(chan []byte, copyBuffers)
-	h := sha256.New()
-	hashed := make(chan struct{})
-	go func() {
-		defer close(hashed)
-		for b := range toHash {
-			h.Write(b)
-			free <- b[:cap(b)]
-		}
-	}()
-	var n, flushed int64
-	var err error
-	for err == nil {
-		if err = ctx.Err(); err != nil {
-			break
-		}
-		buf := <-free
-		var k int
-		k, err = fill(src, buf)
-		if k > 0 {
-			if _, werr := dst.Write(buf[:k]); werr != nil {
-				err = writeError{werr}
-			}
-			n += int64(k)
-			toHash <- buf[:k]
-		} else {
-			free <- buf
-		}
-		if writeback && n-flushed >= flushEvery {
-			startWriteback(dst, flushed, n-flushed)
-			flushed = n
-		}
-	}
-	close(toHash)
-	<-hashed
-	if errors.Is(err, io.EOF) {
-		err = nil
-	}
-	return n, h.Sum(nil), err
-}
-
-// fill reads until buf is full or src ends; io.EOF means a clean end.
-func fill(src io.Reader, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		k, err := src.Read(buf[n:])
-		n += k
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }

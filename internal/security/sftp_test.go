@@ -36,7 +36,7 @@ func TestSFTPSparseGiant(t *testing.T) {
 	if err := s.Truncate("db.dump", 16<<30); err == nil {
 		t.Error("a truncation to 16 GiB was accepted")
 	}
-	if st, err := os.Stat(filepath.Join(c.srv.DataDir, "requests", jsonID(r), "upload")); err != nil || st.Size() > sftpLimit {
+	if st, err := os.Stat(filepath.Join(c.srv.DataDir, "staging", jsonID(r), "upload")); err != nil || st.Size() > sftpLimit {
 		t.Fatalf("the shared file: %v, %v", st.Size(), err)
 	}
 	if a := c.call("process", auth(r)); len(a.Failures) != 1 || a.Failures[0].Reason != "UPLOAD:MISSING" {
@@ -76,7 +76,7 @@ func TestSFTPPutOverTheLimit(t *testing.T) {
 	if !strings.Contains(out, "limit of 1048576 bytes") {
 		t.Fatalf("the user is not told about the limit:\n%s", out)
 	}
-	if st, err := os.Stat(filepath.Join(c.srv.DataDir, "requests", jsonID(r), "upload")); err != nil || st.Size() > sftpLimit {
+	if st, err := os.Stat(filepath.Join(c.srv.DataDir, "staging", jsonID(r), "upload")); err != nil || st.Size() > sftpLimit {
 		t.Fatalf("the shared file: %v, %v", st.Size(), err)
 	}
 	if a := c.call("process", auth(r)); len(a.Failures) != 1 || a.Failures[0].Reason != "UPLOAD:MISSING" {

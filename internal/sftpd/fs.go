@@ -2,8 +2,6 @@ package sftpd
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,10 +14,11 @@ import (
 
 	"github.com/pkg/sftp"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
+	"github.com/upgrade-server/upgrade-server/internal/token"
 )
 
 // errBusy: the writer this one took over has not stopped in time (it is
@@ -40,7 +39,7 @@ type fsHandler struct {
 	logger   *slog.Logger
 	requests RequestStore
 	srv      *Server
-	data     datadir.Dir
+	files    FileStore
 	lease    time.Duration
 	id       int64
 	metrics  *metrics.Metrics
@@ -55,8 +54,11 @@ type fsHandler struct {
 
 // view is what the session may see and do right now.
 type view struct {
-	name     string // the one visible file, "" for none
-	artifact datadir.Artifact
+	name string // the one visible file, "" for none
+	// file is the request's file shown; upload: it is the upload, which
+	// while draft is the staged file when this host has one.
+	file     files.Name
+	upload   bool
 	writable bool
 	req      store.Request
 }
@@ -70,16 +72,23 @@ func (h *fsHandler) current() (view, error) {
 		return view{}, sftp.ErrSSHFxFailure
 	}
 	name := input.ShownName(r.Filename) // never a raw name from elsewhere (an import)
+	var upload files.Name
+	if r.UploadName != nil {
+		upload = files.Name(*r.UploadName)
+	}
 	switch r.State {
 	case store.StateDraft:
-		return view{name: name, artifact: datadir.Upload, writable: true, req: r}, nil
+		return view{name: name, file: upload, upload: true, writable: true, req: r}, nil
 	case store.StateQueued, store.StateProcessing, store.StateTesting:
-		return view{name: name, artifact: datadir.Upload, req: r}, nil
+		return view{name: name, file: upload, upload: true, req: r}, nil
 	case store.StateDone, store.StateDelivered:
-		return view{name: "upgraded_" + name, artifact: datadir.UpgradedArchive, req: r}, nil
+		return view{name: "upgraded_" + name, file: files.UpgradedArchive, req: r}, nil
 	}
 	return view{req: r}, nil
 }
+
+// staged is the path of this host's staged upload of the request.
+func (h *fsHandler) staged() (string, error) { return h.files.StagePath(h.id, files.Upload) }
 
 // target checks that p names the visible file.
 func (h *fsHandler) target(p string) (view, error) {
@@ -95,34 +104,49 @@ func (h *fsHandler) target(p string) (view, error) {
 
 func cleanPath(p string) string { return path.Clean("/" + p) }
 
-// Fileread opens the visible file for reading.
+// Fileread opens the visible file for reading: while draft, the staged
+// upload when this host has one, else the stored file.
 func (h *fsHandler) Fileread(r *sftp.Request) (io.ReaderAt, error) {
 	v, err := h.target(r.Filepath)
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(h.data.Path(h.id, v.artifact))
-	if errors.Is(err, fs.ErrNotExist) {
+	if v.writable {
+		if p, err := h.staged(); err == nil {
+			if f, err := os.Open(p); err == nil {
+				return &readHandle{r: f, c: f, metrics: h.metrics}, nil
+			}
+		}
+	}
+	if v.file == "" {
+		return nil, sftp.ErrSSHFxNoSuchFile
+	}
+	o, err := h.files.Open(h.ctx, h.id, v.file)
+	if errors.Is(err, files.ErrNotExist) {
 		return nil, sftp.ErrSSHFxNoSuchFile
 	}
 	if err != nil {
 		h.logger.Error("sftp: open for reading", "err", err)
 		return nil, sftp.ErrSSHFxFailure
 	}
-	return &readHandle{File: f, metrics: h.metrics}, nil
+	return &readHandle{r: o, c: o, metrics: h.metrics}, nil
 }
 
 // readHandle counts the bytes read through it.
 type readHandle struct {
-	*os.File
+	r       io.ReaderAt
+	c       io.Closer
 	metrics *metrics.Metrics
 }
 
 func (r *readHandle) ReadAt(p []byte, off int64) (int, error) {
-	n, err := r.File.ReadAt(p, off)
+	n, err := r.r.ReadAt(p, off)
 	r.metrics.Bytes("sftp", "down", int64(n))
 	return n, err
 }
+
+// Close is called by pkg/sftp when the handle closes.
+func (r *readHandle) Close() error { return r.c.Close() }
 
 // Filewrite opens the shared file for writing (put, put -a).
 func (h *fsHandler) Filewrite(r *sftp.Request) (io.WriterAt, error) {
@@ -155,7 +179,7 @@ func (h *fsHandler) openWrite(r *sftp.Request) (*writeHandle, error) {
 	if err != nil {
 		return nil, err
 	}
-	wh, err := h.openWriteFile(flags.Trunc)
+	wh, err := h.openWriteFile(v, flags.Trunc)
 	if err != nil {
 		lock.Release()
 		h.release(token)
@@ -175,8 +199,8 @@ func (h *fsHandler) openWrite(r *sftp.Request) (*writeHandle, error) {
 // takeUpload takes the request's upload over for a new writer of this
 // session: the lease (whoever held it), then the upload's lock once the
 // writer it replaced, here or in another process, has stopped.
-func (h *fsHandler) takeUpload() (string, *datadir.Lock, error) {
-	token := newToken()
+func (h *fsHandler) takeUpload() (string, *files.Lock, error) {
+	token := token.Hex(16)
 	replaced, err := h.requests.TakeUpload(h.ctx, h.id, token, h.lease, true)
 	if errors.Is(err, store.ErrBadTransition) {
 		return "", nil, sftp.ErrSSHFxPermissionDenied
@@ -191,7 +215,7 @@ func (h *fsHandler) takeUpload() (string, *datadir.Lock, error) {
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, h.lease/2)
 	defer cancel()
-	lock, err := h.data.LockUpload(ctx, h.id)
+	lock, err := h.files.LockStaging(ctx, h.id)
 	if err != nil {
 		h.release(token)
 		if ctx.Err() != nil {
@@ -216,11 +240,12 @@ func (h *fsHandler) takeUpload() (string, *datadir.Lock, error) {
 	return token, lock, nil
 }
 
-func (h *fsHandler) openWriteFile(trunc bool) (*writeHandle, error) {
-	if _, err := h.data.EnsureRequest(h.id); err != nil {
+func (h *fsHandler) openWriteFile(v view, trunc bool) (*writeHandle, error) {
+	p, err := h.stagedFor(v, trunc)
+	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(h.data.Path(h.id, datadir.Upload), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +260,44 @@ func (h *fsHandler) openWriteFile(trunc bool) (*writeHandle, error) {
 		f.Close()
 		return nil, err
 	}
-	return &writeHandle{f: f, contig: st.Size(), pending: map[int64]int64{}}, nil
+	return &writeHandle{f: f, path: p, contig: st.Size(), pending: map[int64]int64{}}, nil
+}
+
+// stagedFor returns the staged upload's path for a writer (the upload's
+// lock held): when this host has none yet and the request has a complete
+// upload, a writer that does not truncate (put -a) appends to that one, so
+// it is copied here first.
+func (h *fsHandler) stagedFor(v view, trunc bool) (string, error) {
+	p, err := h.staged()
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(p); err == nil || trunc || v.file == "" || v.req.UploadCompletedAt == nil {
+		return p, nil
+	}
+	o, err := h.files.Open(h.ctx, h.id, v.file)
+	if errors.Is(err, files.ErrNotExist) {
+		return p, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer o.Close()
+	tmp := p + ".copy"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(f, o); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return "", err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return p, os.Rename(tmp, p)
 }
 
 func (h *fsHandler) release(token string) {
@@ -289,7 +351,15 @@ func (h *fsHandler) Filecmd(r *sftp.Request) error {
 	}
 	defer h.release(token)
 	defer lock.Release()
-	if err := os.Truncate(h.data.Path(h.id, datadir.Upload), size); err != nil {
+	p, err := h.stagedFor(v, false)
+	if err == nil {
+		var f *os.File
+		if f, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o600); err == nil {
+			err = f.Truncate(size)
+			f.Close()
+		}
+	}
+	if err != nil {
 		h.logger.Error("sftp: truncate", "err", err)
 		return sftp.ErrSSHFxFailure
 	}
@@ -364,12 +434,31 @@ func (h *fsHandler) Readlink(string) (string, error) { return "", sftp.ErrSSHFxP
 // PosixRename is refused like every rename.
 func (h *fsHandler) PosixRename(*sftp.Request) error { return sftp.ErrSSHFxPermissionDenied }
 
-// stat describes the visible file. While a writer of this process has the
-// upload open, its size is the writer's contiguous prefix: OpenSSH's put -a
-// stats before it opens, and must resume where the data really ends, not
-// past a hole left by writes answered out of order.
+// stat describes the visible file. While draft it is this host's staged
+// upload, else the complete upload, else an empty file (so put -a works
+// from the first byte). While a writer of this process has the upload
+// open, its size is the writer's contiguous prefix: OpenSSH's put -a stats
+// before it opens, and must resume where the data really ends, not past a
+// hole left by writes answered out of order.
 func (h *fsHandler) stat(v view) (os.FileInfo, error) {
-	st, err := os.Stat(h.data.Path(h.id, v.artifact))
+	if v.writable {
+		if p, err := h.staged(); err == nil {
+			if st, err := os.Stat(p); err == nil {
+				size := st.Size()
+				if c, ok := h.srv.liveSize(h.id); ok && c < size {
+					size = c
+				}
+				return fileInfo{name: v.name, size: size, mtime: st.ModTime(), writable: true}, nil
+			}
+		}
+		if v.file == "" || v.req.UploadCompletedAt == nil {
+			return fileInfo{name: v.name, mtime: v.req.CreatedAt, writable: true}, nil
+		}
+	}
+	if v.file == "" {
+		return nil, fs.ErrNotExist
+	}
+	info, err := h.files.Stat(h.ctx, h.id, v.file)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			h.logger.Error("sftp: stat", "err", err)
@@ -377,13 +466,7 @@ func (h *fsHandler) stat(v view) (os.FileInfo, error) {
 		}
 		return nil, err
 	}
-	size := st.Size()
-	if v.artifact == datadir.Upload {
-		if c, ok := h.srv.liveSize(h.id); ok && c < size {
-			size = c
-		}
-	}
-	return fileInfo{name: v.name, size: size, mtime: st.ModTime(), writable: v.writable}, nil
+	return fileInfo{name: v.name, size: info.Size, mtime: info.ModTime, writable: v.writable}, nil
 }
 
 // fileInfo shows the visible file as the platform does:
@@ -427,10 +510,4 @@ func (l listerAt) ListAt(ls []os.FileInfo, offset int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
-}
-
-func newToken() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }

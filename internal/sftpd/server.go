@@ -18,8 +18,8 @@ import (
 	"github.com/pkg/sftp"
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/fault"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -34,15 +34,27 @@ type RequestStore interface {
 	SFTPKeys(ctx context.Context, id int64) ([]store.SFTPKey, error)
 	TakeUpload(ctx context.Context, id int64, token string, lease time.Duration, inPlace bool) (string, error)
 	RenewUpload(ctx context.Context, id int64, token string, lease time.Duration) error
-	CompleteUpload(ctx context.Context, id int64, token string, size int64, sha256 string) (store.Request, error)
+	CompleteUpload(ctx context.Context, id int64, token string, u store.Upload) (store.Request, string, error)
 	AbortUpload(ctx context.Context, id int64, token string) error
 	AddEvent(ctx context.Context, id int64, level, message string) error
+}
+
+// FileStore is what the daemon needs of the request files; *files.Store
+// satisfies it. An upload is written in this host's staging folder (SFTP
+// writes at random offsets) and moved into the store once cleanly closed.
+type FileStore interface {
+	Open(ctx context.Context, id int64, name files.Name) (files.Object, error)
+	Stat(ctx context.Context, id int64, name files.Name) (files.Info, error)
+	StagePath(id int64, name files.Name) (string, error)
+	LockStaging(ctx context.Context, id int64) (*files.Lock, error)
+	CommitFile(ctx context.Context, id int64, name files.Name, path string, sum *files.Received) (files.Received, error)
+	Remove(ctx context.Context, id int64, names ...files.Name) error
 }
 
 // Config configures the daemon. Zero values get the defaults.
 type Config struct {
 	HostSigners []gossh.Signer // from LoadHostKeys
-	Data        datadir.Dir
+	Files       FileStore
 	// IdleTimeout closes connections without traffic (default 10 minutes).
 	IdleTimeout time.Duration
 	// UploadLease is how long a write handle's lease lasts between renewals
@@ -505,7 +517,7 @@ func (s *Server) serveSFTP(ctx context.Context, ch io.ReadWriteCloser, id int64,
 			status = 1
 		}
 	}()
-	h := &fsHandler{ctx: ctx, logger: logger, requests: s.requests, srv: s, data: s.cfg.Data, lease: s.cfg.UploadLease, id: id,
+	h := &fsHandler{ctx: ctx, logger: logger, requests: s.requests, srv: s, files: s.cfg.Files, lease: s.cfg.UploadLease, id: id,
 		metrics: s.cfg.Metrics, tellFunc: tell, hangUpFunc: hangUp}
 	opts := []sftp.RequestServerOption{sftp.WithStartDirectory("/")}
 	if !s.cfg.NoAllocator {

@@ -23,7 +23,7 @@ import (
 	"github.com/pkg/sftp"
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/pgtest"
 	"github.com/upgrade-server/upgrade-server/internal/sftpd"
 	"github.com/upgrade-server/upgrade-server/internal/store"
@@ -35,7 +35,8 @@ type env struct {
 	t     *testing.T
 	store *store.Store
 	pool  *pgxpool.Pool
-	data  datadir.Dir
+	files *files.Store
+	root  string
 	addr  string
 	port  string
 	work  string
@@ -45,12 +46,17 @@ type env struct {
 func newEnv(t *testing.T, mod ...func(*sftpd.Config)) *env {
 	t.Helper()
 	st, pool := pgtest.NewStore(t)
-	e := &env{t: t, store: st, pool: pool, data: datadir.New(t.TempDir()), work: t.TempDir()}
-	keys, err := sftpd.LoadHostKeys(filepath.Join(e.data.Root(), "ssh"))
+	e := &env{t: t, store: st, pool: pool, root: t.TempDir(), work: t.TempDir()}
+	fs, err := files.Open(context.Background(), slog.New(slog.DiscardHandler), files.Config{Local: e.root})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := sftpd.Config{HostSigners: keys, Data: e.data, UploadLease: 3 * time.Second}
+	e.files = fs
+	keys, err := sftpd.LoadHostKeys(filepath.Join(e.root, "ssh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := sftpd.Config{HostSigners: keys, Files: fs, UploadLease: 3 * time.Second}
 	for _, m := range mod {
 		m(&cfg)
 	}
@@ -118,12 +124,6 @@ func (e *env) request(filename string, k key) store.Request {
 	pk, _, _, _, _ := gossh.ParseAuthorizedKey([]byte(k.line))
 	if _, err := e.store.GrantSFTP(ctx, r.ID, []store.SFTPKey{{Fingerprint: gossh.FingerprintSHA256(pk), PublicKey: k.line}},
 		time.Hour, store.StateDraft, store.StateDone); err != nil {
-		e.t.Fatal(err)
-	}
-	if _, err := e.data.EnsureRequest(r.ID); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := os.WriteFile(e.data.Path(r.ID, datadir.Upload), nil, 0o600); err != nil {
 		e.t.Fatal(err)
 	}
 	return r
@@ -230,7 +230,7 @@ func TestSeedSession(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("piped batch: %v\n%s", err, out)
 	}
-	got, _ := os.ReadFile(e.data.Path(r.ID, datadir.Upload))
+	got := e.committed(r.ID)
 	if !bytes.Equal(got, dump) {
 		t.Fatal("the shared file differs from the upload")
 	}
@@ -252,7 +252,7 @@ func TestPutKilledThenResume(t *testing.T) {
 	src := filepath.Join(e.work, "db.dump")
 	const size = 256 << 20
 	randomFile(t, src, size)
-	shared := e.data.Path(r.ID, datadir.Upload)
+	shared := e.stagedFile(r.ID)
 
 	args := append(sshOpts(k), "-b", "-", "-P", e.port, user(r)+"@127.0.0.1")
 	cmd := exec.Command("sftp", append([]string{"-l", "400000"}, args...)...) // 400 Mbit/s: slow enough to kill mid-way
@@ -275,7 +275,7 @@ func TestPutKilledThenResume(t *testing.T) {
 	if !strings.Contains(out, "Resuming upload") && !strings.Contains(out, "put -a") {
 		t.Fatalf("put -a output: %s", out)
 	}
-	if out, err := exec.Command("cmp", src, shared).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cmp", src, e.committedPath(r.ID)).CombinedOutput(); err != nil {
 		t.Fatalf("resumed upload differs: %s", out)
 	}
 	if got := e.recorded(r); got.UploadSize == nil || *got.UploadSize != size {
@@ -297,7 +297,7 @@ func TestForbiddenOperations(t *testing.T) {
 	}
 	f.Write([]byte("hello"))
 	f.Close()
-	before := listTree(t, e.data.Root())
+	before := listTree(t, e.root)
 
 	ops := []struct {
 		name string
@@ -328,7 +328,7 @@ func TestForbiddenOperations(t *testing.T) {
 			t.Errorf("%s: err = %v, want permission denied", op.name, err)
 		}
 	}
-	if after := listTree(t, e.data.Root()); after != before {
+	if after := listTree(t, e.root); after != before {
 		t.Fatalf("a refused operation changed the data dir:\n%s\n---\n%s", before, after)
 	}
 	// What is allowed: the one file, at any offset, truncation, listing.
@@ -356,8 +356,55 @@ func TestForbiddenOperations(t *testing.T) {
 	if err := c.Truncate("db.dump", 2); err != nil {
 		t.Fatalf("setstat size: %v", err)
 	}
-	if got, _ := os.ReadFile(e.data.Path(r.ID, datadir.Upload)); string(got) != "he" {
+	if got, _ := os.ReadFile(e.stagedFile(r.ID)); string(got) != "he" {
 		t.Fatalf("after truncation: %q", got)
+	}
+}
+
+// committed reads the request's recorded upload from the store.
+func (e *env) committed(id int64) []byte {
+	e.t.Helper()
+	p := e.committedPath(id)
+	if p == "" {
+		return nil
+	}
+	b, _ := os.ReadFile(p)
+	return b
+}
+
+// committedPath is where the file store keeps the recorded upload.
+func (e *env) committedPath(id int64) string {
+	e.t.Helper()
+	r, err := e.store.Request(context.Background(), id)
+	if err != nil || r.UploadName == nil {
+		return ""
+	}
+	return filepath.Join(e.root, "requests", strconv.FormatInt(id, 10), *r.UploadName)
+}
+
+// stagedFile is where SFTP writes an upload until it is recorded.
+func (e *env) stagedFile(id int64) string {
+	e.t.Helper()
+	p, err := e.files.StagePath(id, files.Upload)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// setUpload records data as the request's complete upload.
+func (e *env) setUpload(r store.Request, data []byte) {
+	e.t.Helper()
+	ctx := context.Background()
+	name := files.NewUploadName()
+	if err := e.files.WriteFile(ctx, r.ID, name, data); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.store.TakeUpload(ctx, r.ID, "setup", time.Minute, false); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, _, err := e.store.CompleteUpload(ctx, r.ID, "setup", store.Upload{Name: string(name), Size: int64(len(data)), SHA256: "x"}); err != nil {
+		e.t.Fatal(err)
 	}
 }
 
@@ -486,7 +533,7 @@ func TestScpReportsSuccess(t *testing.T) {
 	if out, err := exec.Command("scp", args...).CombinedOutput(); err != nil {
 		t.Fatalf("scp: %v\n%s", err, out)
 	}
-	if got, _ := os.ReadFile(e.data.Path(r.ID, datadir.Upload)); !bytes.Equal(got, data) {
+	if got := e.committed(r.ID); !bytes.Equal(got, data) {
 		t.Fatal("scp upload differs")
 	}
 }
@@ -497,7 +544,7 @@ func TestReadOnlyAfterProcessAndDownload(t *testing.T) {
 	e := newEnv(t)
 	k := e.newKey("id_ed25519")
 	r := e.request("db.dump", k)
-	os.WriteFile(e.data.Path(r.ID, datadir.Upload), []byte("original"), 0o600)
+	e.setUpload(r, []byte("original"))
 	e.setState(r, store.StateQueued)
 	c := e.mustClient(k, user(r))
 	if _, err := c.OpenFile("db.dump", os.O_WRONLY); err == nil {
@@ -513,7 +560,10 @@ func TestReadOnlyAfterProcessAndDownload(t *testing.T) {
 	f.Close()
 
 	// done: only upgraded_<filename>, read-only, resumable.
-	upgraded := randomFile(t, e.data.Path(r.ID, datadir.UpgradedArchive), 5<<20+17)
+	upgraded := randomFile(t, filepath.Join(e.work, "upgraded"), 5<<20+17)
+	if err := e.files.WriteFile(context.Background(), r.ID, files.UpgradedArchive, upgraded); err != nil {
+		t.Fatal(err)
+	}
 	e.setState(r, store.StateDone)
 	entries, err := c.ReadDir("/")
 	if err != nil || len(entries) != 1 || entries[0].Name() != "upgraded_db.dump" || entries[0].Mode().Perm() != 0o444 {
@@ -590,7 +640,7 @@ func TestNewWriterTakesOver(t *testing.T) {
 	if err := g.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if b, _ := os.ReadFile(e.data.Path(r.ID, datadir.Upload)); string(b) != "second" {
+	if b := e.committed(r.ID); string(b) != "second" {
 		t.Fatalf("the upload holds %q", b)
 	}
 	got, _ := e.store.Request(context.Background(), r.ID)
@@ -732,7 +782,11 @@ func TestShutdownBeforeServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := sftpd.New(slog.New(slog.NewTextHandler(io.Discard, nil)), st, sftpd.Config{HostSigners: keys, Data: datadir.New(t.TempDir())})
+	fs, err := files.Open(context.Background(), slog.New(slog.DiscardHandler), files.Config{Local: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sftpd.New(slog.New(slog.NewTextHandler(io.Discard, nil)), st, sftpd.Config{HostSigners: keys, Files: fs})
 	if err != nil {
 		t.Fatal(err)
 	}

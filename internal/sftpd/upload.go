@@ -14,7 +14,7 @@ import (
 
 	"github.com/pkg/sftp"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -32,9 +32,10 @@ var errTakenOver = errors.New("a newer upload of this request took over")
 // nothing it writes afterwards lands, and its connection is closed.
 type writeHandle struct {
 	f      *os.File
+	path   string // the staged file
 	h      *fsHandler
 	token  string
-	lock   *datadir.Lock
+	lock   *files.Lock
 	stop   chan struct{}
 	once   sync.Once
 	hasher *prefixHasher
@@ -172,26 +173,20 @@ func (w *writeHandle) contiguous() int64 {
 	return w.contig
 }
 
-// renew keeps the lease; a lease lost (taken over while this process
-// missed the notification, or the request moved on) revokes the handle.
+// renew keeps the lease until the handle stops; a lease lost (taken over
+// while this process missed the notification, or the request moved on)
+// revokes the handle.
 func (w *writeHandle) renew() {
-	t := time.NewTicker(w.h.lease / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.stop:
-			return
-		case <-t.C:
-			err := w.h.requests.RenewUpload(w.h.ctx, w.h.id, w.token, w.h.lease)
-			if errors.Is(err, store.ErrLeaseLost) {
-				w.revoke()
-				return
-			}
-			if err != nil && w.h.ctx.Err() == nil {
-				w.h.logger.Warn("sftp: renew upload lease", "err", err)
-			}
-		}
-	}
+	ctx, cancel := context.WithCancel(w.h.ctx)
+	defer cancel()
+	go func() {
+		<-w.stop
+		cancel()
+	}()
+	store.KeepLease(ctx, w.h.lease/3,
+		func(ctx context.Context) error { return w.h.requests.RenewUpload(ctx, w.h.id, w.token, w.h.lease) },
+		func(error) { w.revoke() },
+		func(err error) { w.h.logger.Warn("sftp: renew upload lease", "err", err) })
 }
 
 // cutBack truncates the file to its contiguous prefix (the caller holds
@@ -240,7 +235,9 @@ func (w *writeHandle) revoke() {
 func (w *writeHandle) Close() error {
 	var err error
 	w.once.Do(func() {
-		close(w.stop)
+		// The lease is kept until the upload is stored (into object
+		// storage, that takes a while).
+		defer close(w.stop)
 		defer w.h.closed(w)
 		w.wmu.Lock()
 		defer w.wmu.Unlock()
@@ -276,11 +273,13 @@ func (w *writeHandle) Close() error {
 	return err
 }
 
-// complete records a cleanly closed upload (wmu held exclusive).
+// complete records a cleanly closed upload (wmu held exclusive): the
+// staged file goes into the store as a file of its own, and the request
+// points to it only while this handle still holds the lease.
 func (w *writeHandle) complete(ctx context.Context) error {
-	defer w.f.Close()
 	st, err := w.f.Stat()
 	if err != nil {
+		w.f.Close()
 		w.hasher.stop()
 		w.h.release(w.token)
 		w.h.logger.Error("sftp: stat the upload", "err", err)
@@ -288,6 +287,7 @@ func (w *writeHandle) complete(ctx context.Context) error {
 	}
 	size := st.Size()
 	if size == 0 {
+		w.f.Close()
 		w.hasher.stop()
 		w.h.release(w.token)
 		w.event(ctx, "SFTP upload handle closed; the shared file is empty.")
@@ -297,13 +297,24 @@ func (w *writeHandle) complete(ctx context.Context) error {
 	if err == nil && w.h.srv.cfg.UploadFsync {
 		err = w.f.Sync()
 	}
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		w.h.release(w.token)
 		w.h.logger.Error("sftp: hash the upload", "err", err)
 		return sftp.ErrSSHFxFailure
 	}
 	digest := hex.EncodeToString(sum)
-	if _, err := w.h.requests.CompleteUpload(ctx, w.h.id, w.token, size, digest); err != nil {
+	name := files.NewUploadName()
+	if _, err := w.h.files.CommitFile(ctx, w.h.id, name, w.path, &files.Received{Size: size, SHA256: digest}); err != nil {
+		w.h.release(w.token)
+		w.h.logger.Error("sftp: store the upload", "err", err)
+		return sftp.ErrSSHFxFailure
+	}
+	_, replaced, err := w.h.requests.CompleteUpload(ctx, w.h.id, w.token, store.Upload{Name: string(name), Size: size, SHA256: digest})
+	if err != nil {
+		w.removeFile(ctx, name)
 		if errors.Is(err, store.ErrLeaseLost) {
 			w.h.logger.Info("sftp: upload closed after a newer one took over; not recorded")
 			return errTakenOver
@@ -312,9 +323,20 @@ func (w *writeHandle) complete(ctx context.Context) error {
 		w.h.logger.Error("sftp: record the upload", "err", err)
 		return sftp.ErrSSHFxFailure
 	}
+	if replaced != "" {
+		w.removeFile(ctx, files.Name(replaced))
+	}
 	w.h.logger.Info("sftp upload recorded", "bytes", size, "sha256", digest)
 	w.event(ctx, fmt.Sprintf("Upload received over SFTP: %s, sha256 %s.", byteSize(size), digest))
 	return nil
+}
+
+// removeFile removes an upload's file this handle stored or replaced (a
+// start-up sweep removes what a failure here leaves).
+func (w *writeHandle) removeFile(ctx context.Context, name files.Name) {
+	if err := w.h.files.Remove(ctx, w.h.id, name); err != nil {
+		w.h.logger.Warn("sftp: remove an upload's file", "file", name, "err", err)
+	}
 }
 
 func (w *writeHandle) event(ctx context.Context, msg string) {

@@ -19,7 +19,6 @@ import (
 	"github.com/pkg/sftp"
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/sftpd"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
@@ -73,7 +72,7 @@ func TestHashFollowsEveryWrite(t *testing.T) {
 	c := e.mustClient(k, user(r))
 	check := func(what string) {
 		t.Helper()
-		disk, _ := os.ReadFile(e.data.Path(r.ID, datadir.Upload))
+		disk := e.committed(r.ID)
 		got := e.recorded(r)
 		if got.UploadSHA256 == nil || *got.UploadSHA256 != sha(disk) || *got.UploadSize != int64(len(disk)) {
 			t.Fatalf("%s: recorded %v, disk %d bytes sha %s", what, got.UploadSHA256, len(disk), sha(disk))
@@ -100,7 +99,7 @@ func TestHashFollowsEveryWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, _ := os.Stat(e.data.Path(r.ID, datadir.Upload))
+	st, _ := c.Stat("db.dump")
 	f.WriteAt(block, st.Size())
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
@@ -150,7 +149,7 @@ func TestDroppedConnectionLeavesTheUploadIncomplete(t *testing.T) {
 	if _, err := e.store.Process(context.Background(), r.ID); !errors.Is(err, store.ErrNoUpload) {
 		t.Fatalf("process after a drop: %v", err)
 	}
-	if st, _ := os.Stat(e.data.Path(r.ID, datadir.Upload)); st.Size() != 1<<20 {
+	if st, _ := os.Stat(e.stagedFile(r.ID)); st.Size() != 1<<20 {
 		t.Fatalf("the file holds %d bytes", st.Size())
 	}
 }
@@ -253,7 +252,7 @@ func TestResumeAtOnceAfterANetworkDrop(t *testing.T) {
 	src := filepath.Join(e.work, "db.dump")
 	const size = 128 << 20
 	randomFile(t, src, size)
-	shared := e.data.Path(r.ID, datadir.Upload)
+	shared := e.stagedFile(r.ID)
 	hole := newBlackhole(t, e.addr)
 
 	args := append(sshOpts(k), "-b", "-", "-P", hole.port(), user(r)+"@127.0.0.1")
@@ -280,7 +279,7 @@ func TestResumeAtOnceAfterANetworkDrop(t *testing.T) {
 	if d := time.Since(start); d > 30*time.Second {
 		t.Errorf("put -a took %s: it waited for something", d)
 	}
-	if out, err := exec.Command("cmp", src, shared).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cmp", src, e.committedPath(r.ID)).CombinedOutput(); err != nil {
 		t.Fatalf("the resumed upload differs: %s", out)
 	}
 	got := e.recorded(r)

@@ -75,30 +75,64 @@ func (s *Store) SetScenario(ctx context.Context, id int64, scenario *string, hol
 	return r, nil
 }
 
-// DeleteRequest removes a request and its keys and log (not its files).
+// DeleteRequest removes a request and its keys and log, and records it as
+// deleted until ForgetDeleted (its files are the caller's to remove).
 func (s *Store) DeleteRequest(ctx context.Context, id int64) error {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM requests WHERE id = $1`, id)
-	if err != nil {
-		return fmt.Errorf("store: delete %d: %w", id, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return ErrNotFound
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM requests WHERE id = $1`, id)
+		if err != nil {
+			return fmt.Errorf("store: delete %d: %w", id, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		return markDeleted(ctx, tx, []int64{id})
+	})
+}
+
+// DeleteAllRequests removes every request and returns their ids (to
+// remove their files), recorded as deleted until ForgetDeleted.
+func (s *Store) DeleteAllRequests(ctx context.Context) ([]int64, error) {
+	var ids []int64
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `DELETE FROM requests RETURNING id`)
+		if err != nil {
+			return fmt.Errorf("store: reset: %w", err)
+		}
+		if ids, err = pgx.CollectRows(rows, pgx.RowTo[int64]); err != nil {
+			return fmt.Errorf("store: reset: %w", err)
+		}
+		return markDeleted(ctx, tx, ids)
+	})
+	return ids, err
+}
+
+func markDeleted(ctx context.Context, tx pgx.Tx, ids []int64) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO deleted_requests (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING`, ids); err != nil {
+		return fmt.Errorf("store: record deletions: %w", err)
 	}
 	return nil
 }
 
-// DeleteAllRequests removes every request and returns their ids (to
-// remove their files).
-func (s *Store) DeleteAllRequests(ctx context.Context) ([]int64, error) {
-	rows, err := s.pool.Query(ctx, `DELETE FROM requests RETURNING id`)
+// DeletedRequests returns the requests deleted whose files may be left.
+func (s *Store) DeletedRequests(ctx context.Context) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id FROM deleted_requests ORDER BY id`)
 	if err != nil {
-		return nil, fmt.Errorf("store: reset: %w", err)
+		return nil, fmt.Errorf("store: deleted requests: %w", err)
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return nil, fmt.Errorf("store: reset: %w", err)
+		return nil, fmt.Errorf("store: deleted requests: %w", err)
 	}
 	return ids, nil
+}
+
+// ForgetDeleted drops the deletion records of ids once their files are gone.
+func (s *Store) ForgetDeleted(ctx context.Context, ids []int64) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM deleted_requests WHERE id = ANY($1)`, ids); err != nil {
+		return fmt.Errorf("store: forget deletions: %w", err)
+	}
+	return nil
 }
 
 // QueueDepth counts requests waiting for a worker and being processed.

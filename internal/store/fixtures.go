@@ -73,8 +73,11 @@ func (s *Store) ImportFixtures(ctx context.Context, fixtures []Fixture, replace 
 			if err != nil {
 				return fmt.Errorf("store: import fixture %d: %w", i+1, err)
 			}
+			// An export of a release without upload names kept the upload
+			// as "upload".
 			if _, err := tx.Exec(ctx, `UPDATE requests SET upload_token = NULL, upload_lease_until = NULL,
 				lease_owner = NULL, lease_until = NULL, scratch_db = NULL,
+				upload_name = CASE WHEN upload_name IS NULL AND upload_completed_at IS NOT NULL THEN 'upload' ELSE upload_name END,
 				state = CASE WHEN state = 'processing' THEN 'queued' ELSE state END WHERE id = $1`, id); err != nil {
 				return fmt.Errorf("store: import fixture %d: %w", i+1, err)
 			}
@@ -99,10 +102,17 @@ func (s *Store) ImportFixtures(ctx context.Context, fixtures []Fixture, replace 
 			}
 		}
 		removed = gone
+		if err := markDeleted(ctx, tx, removed); err != nil {
+			return err
+		}
+		// An id imported again is no longer a deleted one.
+		if _, err := tx.Exec(ctx, `DELETE FROM deleted_requests WHERE id = ANY($1)`, imported); err != nil {
+			return fmt.Errorf("store: import: %w", err)
+		}
 		if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('requests', 'id'), GREATEST((SELECT max(id) FROM requests), 1))`); err != nil {
 			return fmt.Errorf("store: import: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO imports (nonce, removed) VALUES ($1, $2)`, nonce, removed); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO imports (nonce, imported, removed) VALUES ($1, $2, $3)`, nonce, imported, removed); err != nil {
 			return fmt.Errorf("store: import: %w", err)
 		}
 		return nil
@@ -114,17 +124,16 @@ func (s *Store) ImportFixtures(ctx context.Context, fixtures []Fixture, replace 
 }
 
 // CommittedImport says whether the import nonce committed, and which
-// request ids it removed.
-func (s *Store) CommittedImport(ctx context.Context, nonce string) ([]int64, bool, error) {
-	var removed []int64
-	err := s.pool.QueryRow(ctx, `SELECT removed FROM imports WHERE nonce = $1`, nonce).Scan(&removed)
+// request ids it imported and removed.
+func (s *Store) CommittedImport(ctx context.Context, nonce string) (imported, removed []int64, committed bool, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT imported, removed FROM imports WHERE nonce = $1`, nonce).Scan(&imported, &removed)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("store: import %s: %w", nonce, err)
+		return nil, nil, false, fmt.Errorf("store: import %s: %w", nonce, err)
 	}
-	return removed, true, nil
+	return imported, removed, true, nil
 }
 
 // ForgetImport drops the record of import nonce once its files are in

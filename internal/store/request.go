@@ -78,6 +78,9 @@ type Request struct {
 	UploadSize        *int64
 	UploadSHA256      *string
 	UploadCompletedAt *time.Time
+	// UploadName is the file (files.Name) of the last complete upload, nil
+	// before the first.
+	UploadName *string
 	// Uploading is true while an unexpired upload lease is held.
 	Uploading bool
 
@@ -120,7 +123,7 @@ const requestColumns = `id, key, contract, email, target, aim, filename, timezon
 	(upload_token IS NOT NULL AND upload_lease_until > now()),
 	queued_at, processed_at, finished_at, estimated_seconds, database_uuid, database_version,
 	postgresql, compressions, filestore, customer_message, sftp_granted_at, sftp_expires_at,
-	scenario, hold_polls, status_polls`
+	scenario, hold_polls, status_polls, upload_name`
 
 func scanRequest(row pgx.Row) (Request, error) {
 	var r Request
@@ -129,7 +132,7 @@ func scanRequest(row pgx.Row) (Request, error) {
 		&r.UploadSHA256, &r.UploadCompletedAt, &r.Uploading, &r.QueuedAt, &r.ProcessedAt,
 		&r.FinishedAt, &r.EstimatedSeconds, &r.DatabaseUUID, &r.DatabaseVersion, &r.PostgreSQL,
 		&r.Compressions, &r.Filestore, &r.CustomerMessage, &r.SFTPGrantedAt, &r.SFTPExpiresAt,
-		&r.Scenario, &r.HoldPolls, &r.StatusPolls)
+		&r.Scenario, &r.HoldPolls, &r.StatusPolls, &r.UploadName)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Request{}, ErrNotFound
 	}
@@ -275,22 +278,47 @@ func (s *Store) RenewUpload(ctx context.Context, id int64, token string, lease t
 	return nil
 }
 
-// CompleteUpload records a finished upload of size bytes with the given
-// sha256 (hex) and releases the lease held by token. It fails with
-// ErrLeaseLost when token no longer holds the lease of a draft request.
-func (s *Store) CompleteUpload(ctx context.Context, id int64, token string, size int64, sha256 string) (Request, error) {
-	r, err := scanRequest(s.pool.QueryRow(ctx, `
-		UPDATE requests SET upload_size = $3, upload_sha256 = $4, upload_completed_at = now(),
-			upload_token = NULL, upload_lease_until = NULL
-		WHERE id = $1 AND upload_token = $2 AND state = 'draft'
-		RETURNING `+requestColumns, id, token, size, sha256))
-	if errors.Is(err, ErrNotFound) {
-		return Request{}, ErrLeaseLost
-	}
+// CompleteUpload records a finished upload, stored as u.Name, and releases
+// the lease held by token. It returns the request and the file of the
+// upload it replaced ("" when none, or the same), which the caller removes.
+// It fails with ErrLeaseLost when token no longer holds the lease of a
+// draft request (the caller then removes u.Name).
+func (s *Store) CompleteUpload(ctx context.Context, id int64, token string, u Upload) (Request, string, error) {
+	var out Request
+	var replaced *string
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `SELECT upload_name FROM requests WHERE id = $1 AND upload_token = $2 AND state = 'draft' FOR UPDATE`,
+			id, token).Scan(&replaced)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrLeaseLost
+		}
+		if err != nil {
+			return fmt.Errorf("store: complete upload %d: %w", id, err)
+		}
+		out, err = scanRequest(tx.QueryRow(ctx, `
+			UPDATE requests SET upload_size = $2, upload_sha256 = $3, upload_name = $4, upload_completed_at = now(),
+				upload_token = NULL, upload_lease_until = NULL
+			WHERE id = $1
+			RETURNING `+requestColumns, id, u.Size, u.SHA256, u.Name))
+		if err != nil {
+			return fmt.Errorf("store: complete upload %d: %w", id, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return Request{}, fmt.Errorf("store: complete upload %d: %w", id, err)
+		return Request{}, "", err
 	}
-	return r, nil
+	if replaced != nil && *replaced != u.Name {
+		return out, *replaced, nil
+	}
+	return out, "", nil
+}
+
+// Upload is a complete upload: its file and what it holds.
+type Upload struct {
+	Name   string // the file (files.Name) it was stored as
+	Size   int64
+	SHA256 string // hex
 }
 
 // AbortUpload releases the lease held by token, leaving any earlier

@@ -69,7 +69,7 @@ func TestUploadLeaseAndProcess(t *testing.T) {
 	if err := s.RenewUpload(ctx, r.ID, "t2", time.Minute); !errors.Is(err, store.ErrLeaseLost) {
 		t.Fatalf("renew with the wrong token: err = %v", err)
 	}
-	got, err := s.CompleteUpload(ctx, r.ID, "t1", 1234, "abc")
+	got, _, err := s.CompleteUpload(ctx, r.ID, "t1", store.Upload{Name: "upload-1", Size: 1234, SHA256: "abc"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestExpiredUploadLeaseIsTakenOver(t *testing.T) {
 			t.Fatalf("take over an expired lease: %v", err)
 		}
 	}
-	if _, err := s.CompleteUpload(ctx, r.ID, "dead", 1, "x"); !errors.Is(err, store.ErrLeaseLost) {
+	if _, _, err := s.CompleteUpload(ctx, r.ID, "dead", store.Upload{Name: "upload-x", Size: 1, SHA256: "x"}); !errors.Is(err, store.ErrLeaseLost) {
 		t.Fatalf("the dead uploader completed: %v", err)
 	}
 }
@@ -204,7 +204,7 @@ func TestInPlaceUploadInvalidatesTheCompleteOne(t *testing.T) {
 	if err := s.BeginUpload(ctx, r.ID, "http", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CompleteUpload(ctx, r.ID, "http", 10, "abc"); err != nil {
+	if _, _, err := s.CompleteUpload(ctx, r.ID, "http", store.Upload{Name: "upload-x", Size: 10, SHA256: "abc"}); err != nil {
 		t.Fatal(err)
 	}
 	if replaced, err := s.TakeUpload(ctx, r.ID, "sftp", time.Minute, true); err != nil || replaced != "" {
@@ -231,7 +231,7 @@ func queued(t *testing.T, s *store.Store, n int) []int64 {
 		if err := s.BeginUpload(ctx, r.ID, "u", time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.CompleteUpload(ctx, r.ID, "u", 1, "x"); err != nil {
+		if _, _, err := s.CompleteUpload(ctx, r.ID, "u", store.Upload{Name: "upload-x", Size: 1, SHA256: "x"}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Process(ctx, r.ID); err != nil {
@@ -392,7 +392,7 @@ func TestTakeUpload(t *testing.T) {
 	if err := s.RenewUpload(ctx, r.ID, "old", time.Minute); !errors.Is(err, store.ErrLeaseLost) {
 		t.Fatalf("the replaced writer still renews: %v", err)
 	}
-	if _, err := s.CompleteUpload(ctx, r.ID, "old", 1, "x"); !errors.Is(err, store.ErrLeaseLost) {
+	if _, _, err := s.CompleteUpload(ctx, r.ID, "old", store.Upload{Name: "upload-x", Size: 1, SHA256: "x"}); !errors.Is(err, store.ErrLeaseLost) {
 		t.Fatalf("the replaced writer completed: %v", err)
 	}
 	if _, err := s.Process(ctx, r.ID); !errors.Is(err, store.ErrUploadBusy) {
@@ -402,7 +402,7 @@ func TestTakeUpload(t *testing.T) {
 	if _, err := s.TakeUpload(ctx, r.ID, "x", time.Minute, false); err != nil || !q.Uploading {
 		t.Fatal(err)
 	}
-	if _, err := s.CompleteUpload(ctx, r.ID, "x", 5, "abc"); err != nil {
+	if _, _, err := s.CompleteUpload(ctx, r.ID, "x", store.Upload{Name: "upload-x", Size: 5, SHA256: "abc"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Process(ctx, r.ID); err != nil {

@@ -6,12 +6,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/engine"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 	"github.com/upgrade-server/upgrade-server/internal/worker"
 )
@@ -35,8 +36,14 @@ func childMain() int {
 	case "recording":
 		runner = recordingRunner{url: os.Getenv("CHILD_DB_URL"), owner: owner, delay: 20 * time.Millisecond}
 	case "engine":
+		fs, err := files.Open(ctx, childLogger, files.Config{Local: os.Getenv("CHILD_DATA")})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 		eng, err := engine.New(childLogger, engine.Config{Kind: engine.Builtin, DatabaseURL: os.Getenv("CHILD_ADMIN_URL"),
-			Data: datadir.New(os.Getenv("CHILD_DATA")), Targets: []string{"12.0", "16.0"}, Namespace: os.Getenv("CHILD_NS")})
+			Files: fs, WorkDir: filepath.Join(os.Getenv("CHILD_DATA"), "work"), DataRoot: os.Getenv("CHILD_DATA"),
+			Targets: []string{"12.0", "16.0"}, Namespace: os.Getenv("CHILD_NS")})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

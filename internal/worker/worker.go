@@ -6,8 +6,6 @@ package worker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,9 +15,11 @@ import (
 
 	"github.com/upgrade-server/upgrade-server/internal/dump"
 	"github.com/upgrade-server/upgrade-server/internal/engine"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/scenario"
 	"github.com/upgrade-server/upgrade-server/internal/store"
+	"github.com/upgrade-server/upgrade-server/internal/token"
 )
 
 // Store is what the worker needs from the store; *store.Store satisfies it.
@@ -93,9 +93,7 @@ func New(logger *slog.Logger, st Store, runner Runner, cfg Config) *Worker {
 	}
 	if cfg.Owner == "" {
 		host, _ := os.Hostname()
-		b := make([]byte, 4)
-		rand.Read(b)
-		cfg.Owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+		cfg.Owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), token.Hex(4))
 	}
 	return &Worker{logger: logger.With("component", "worker"), store: st, runner: runner, cfg: cfg, wake: make(chan struct{}, 1)}
 }
@@ -233,10 +231,16 @@ func (w *Worker) process(ctx context.Context, job store.Job) {
 
 	jctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	go w.heartbeat(jctx, cancel, job.ID)
+	go store.KeepLease(jctx, w.cfg.Lease/3,
+		func(ctx context.Context) error { return w.store.Heartbeat(ctx, job.ID, w.cfg.Owner, w.cfg.Lease) },
+		func(err error) { cancel(err) },
+		func(err error) { logger.Warn("heartbeat", "err", err) })
 
 	logger.Info("processing", "scenario", job.Scenario != nil)
 	ejob := engine.Job{ID: job.ID, Attempt: job.Attempts, Target: job.Target, Aim: job.Aim, Filename: job.Filename}
+	if job.UploadName != nil {
+		ejob.Upload = files.Name(*job.UploadName)
+	}
 	hooks := engine.Hooks{
 		Log: func(level, msg string) { w.event(jctx, job.ID, level, msg) },
 		Inspected: func(info dump.Info) error {
@@ -276,11 +280,10 @@ func (w *Worker) process(ctx context.Context, job store.Job) {
 		logger.Info("failed", "reason", ce.Message)
 		finish(store.Outcome{State: store.StateFailed, CustomerMessage: ce.Message})
 	default:
-		ref := make([]byte, 8)
-		rand.Read(ref)
-		logger.Error("internal error", "err", err, "reference", hex.EncodeToString(ref))
+		ref := token.Hex(8)
+		logger.Error("internal error", "err", err, "reference", ref)
 		finish(store.Outcome{State: store.StateFailed,
-			CustomerMessage: "An internal error stopped the upgrade (reference " + hex.EncodeToString(ref) + "); the operator has the details."})
+			CustomerMessage: "An internal error stopped the upgrade (reference " + ref + "); the operator has the details."})
 	}
 }
 
@@ -302,26 +305,6 @@ func (w *Worker) holdForPolls(ctx context.Context, job store.Job) error {
 		}
 	}
 	return nil
-}
-
-func (w *Worker) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, id int64) {
-	t := time.NewTicker(w.cfg.Lease / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			err := w.store.Heartbeat(ctx, id, w.cfg.Owner, w.cfg.Lease)
-			if errors.Is(err, store.ErrLeaseLost) {
-				cancel(err)
-				return
-			}
-			if err != nil && ctx.Err() == nil {
-				w.logger.Warn("heartbeat", "request_id", id, "err", err)
-			}
-		}
-	}
 }
 
 func (w *Worker) event(ctx context.Context, id int64, level, msg string) {

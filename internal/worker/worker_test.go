@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,8 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/upgrade-server/upgrade-server/internal/datadir"
 	"github.com/upgrade-server/upgrade-server/internal/engine"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/pgtest"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 	"github.com/upgrade-server/upgrade-server/internal/worker"
@@ -99,7 +100,7 @@ func queue(t *testing.T, st *store.Store, n int, filename, aim string) []int64 {
 		if err := st.BeginUpload(ctx, r.ID, "u", time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := st.CompleteUpload(ctx, r.ID, "u", 1<<20, "x"); err != nil {
+		if _, _, err := st.CompleteUpload(ctx, r.ID, "u", store.Upload{Name: "upload", Size: 1 << 20, SHA256: "x"}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := st.Process(ctx, r.ID); err != nil {
@@ -220,17 +221,18 @@ func TestTwoProcessesNeverRunOneRequestTwice(t *testing.T) {
 func TestKilledWorkerIsTakenOver(t *testing.T) {
 	t.Parallel()
 	url, st, pool := setup(t)
-	data := datadir.New(t.TempDir())
-	ids := queue(t, st, 1, "big.sql", "test")
-	id := ids[0]
-	if _, err := data.EnsureRequest(id); err != nil {
+	dataDir := t.TempDir()
+	fs, err := files.Open(context.Background(), logger(), files.Config{Local: dataDir})
+	if err != nil {
 		t.Fatal(err)
 	}
-	writeBigSQL(t, data.Path(id, datadir.Upload))
+	ids := queue(t, st, 1, "big.sql", "test")
+	id := ids[0]
+	writeBigSQL(t, fs, id)
 
 	ns := fmt.Sprintf("w%d", time.Now().UnixNano()%1000000)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "UPGRADE_TEST_CHILD=engine", "CHILD_DB_URL="+url, "CHILD_DATA="+data.Root(), "CHILD_OWNER=doomed",
+	cmd.Env = append(os.Environ(), "UPGRADE_TEST_CHILD=engine", "CHILD_DB_URL="+url, "CHILD_DATA="+dataDir, "CHILD_OWNER=doomed",
 		"CHILD_ADMIN_URL="+pgtest.BaseURL(t), "CHILD_NS="+ns)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -264,7 +266,8 @@ func TestKilledWorkerIsTakenOver(t *testing.T) {
 		t.Fatalf("after the kill: %s", r.State)
 	}
 
-	eng, err := engine.New(logger(), engine.Config{Kind: engine.Builtin, DatabaseURL: pgtest.BaseURL(t), Data: data,
+	eng, err := engine.New(logger(), engine.Config{Kind: engine.Builtin, DatabaseURL: pgtest.BaseURL(t), Files: fs,
+		WorkDir: filepath.Join(dataDir, "work"), DataRoot: dataDir,
 		Targets: []string{"12.0", "16.0"}, Namespace: ns})
 	if err != nil {
 		t.Fatal(err)
@@ -297,13 +300,17 @@ func TestKilledWorkerIsTakenOver(t *testing.T) {
 
 // writeBigSQL writes an Odoo 12-shaped plain dump with enough rows that
 // restoring it takes a moment.
-func writeBigSQL(t *testing.T, path string) {
+func writeBigSQL(t *testing.T, fs *files.Store, id int64) {
 	t.Helper()
-	f, err := os.Create(path)
+	f, err := fs.Create(context.Background(), id, files.Upload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() {
+		if _, err := f.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}()
 	header := []string{
 		"--", "-- PostgreSQL database dump", "--", "",
 		"-- Dumped from database version 15.4", "-- Dumped by pg_dump version 15.4", "",
@@ -316,17 +323,17 @@ func writeBigSQL(t *testing.T, path string) {
 		"1\tdatabase.uuid\t00000000-1111-2222-3333-444444444444", `\.`, "",
 		"COPY public.res_partner (id, name, comment) FROM stdin;", "",
 	}
-	f.WriteString(strings.Join(header, "\n"))
+	io.WriteString(f, strings.Join(header, "\n"))
 	var b strings.Builder
 	line := strings.Repeat("x", 200)
 	for i := range 1_500_000 {
 		fmt.Fprintf(&b, "%d\tPartner %d\t%s\n", i, i, line)
 		if b.Len() > 1<<20 {
-			f.WriteString(b.String())
+			io.WriteString(f, b.String())
 			b.Reset()
 		}
 	}
-	f.WriteString(b.String())
+	io.WriteString(f, b.String())
 	fmt.Fprint(f, "\\.\n\n")
 }
 

@@ -1,0 +1,3 @@
+DROP TABLE deleted_requests;
+ALTER TABLE imports DROP COLUMN imported;
+ALTER TABLE requests DROP COLUMN upload_name;
