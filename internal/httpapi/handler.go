@@ -93,6 +93,13 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// NowFunc is the clock (tests); nil means time.Now.
 	NowFunc func() time.Time
+	// Mounts add the routes of other front ends (the pages for people, the
+	// JSON-RPC calls of Odoo's client) to the same router, behind the same
+	// middleware; they take precedence over none of the API's routes.
+	Mounts []func(r chi.Router)
+	// BrowserNotFound, when set, answers an unknown path for a browser
+	// (Accept: text/html) instead of the JSON ROUTE:NOT_FOUND API clients get.
+	BrowserNotFound http.Handler
 }
 
 // SFTPInfo is the SFTP daemon as clients reach it.

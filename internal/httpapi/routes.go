@@ -3,6 +3,7 @@ package httpapi
 import (
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 )
@@ -69,7 +70,14 @@ func addRoutes(r chi.Router, logger *slog.Logger, cfg Config) {
 		})
 	}
 
+	for _, mount := range cfg.Mounts {
+		mount(r)
+	}
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		if cfg.BrowserNotFound != nil && wantsHTML(r) {
+			cfg.BrowserNotFound.ServeHTTP(w, r)
+			return
+		}
 		writeAnswer(w, r, logger, http.StatusNotFound, []failure{{Reason: reasonRouteNotFound,
 			Message: "No such endpoint: " + r.URL.Path}}, nil)
 	})
@@ -77,4 +85,10 @@ func addRoutes(r chi.Router, logger *slog.Logger, cfg Config) {
 		writeAnswer(w, r, logger, http.StatusMethodNotAllowed, []failure{{Reason: reasonMethodNotAllowed,
 			Message: "Method " + r.Method + " is not allowed here"}}, nil)
 	})
+}
+
+// wantsHTML reports whether the client is a browser asking for a page:
+// its Accept header names text/html (API clients, v1's included, do not).
+func wantsHTML(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
 }
