@@ -13,11 +13,17 @@ import (
 	"time"
 
 	"github.com/upgrade-server/upgrade-server/internal/app"
+	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/sftpd"
 )
 
-// Config is the whole configuration (internal/app.Config).
-type Config = app.Config
+// Config is the whole configuration: the server's (internal/app.Config)
+// and the logger's.
+type Config struct {
+	app.Config
+	LogFormat string
+	LogLevel  string
+}
 
 const defaultTargets = "7.0,8.0,9.0,10.0,11.0,12.0,13.0,14.0,15.0,16.0,17.0,18.0,19.0"
 
@@ -26,17 +32,24 @@ type setting struct {
 }
 
 var settings = []setting{
-	{"http-addr", "UPGRADE_HTTP_ADDR", ":8080", "address the HTTP API listens on"},
+	{"http-addr", "UPGRADE_HTTP_ADDR", ":8080", "address the HTTP API listens on (off: none, for a process that only works)"},
 	{"public-url", "UPGRADE_PUBLIC_URL", "", "base of every URL the API returns (default: derived from the listen address, localhost for 0.0.0.0)"},
 	{"region", "UPGRADE_REGION", "eu1", "region segment of status and file URLs"},
-	{"data-dir", "UPGRADE_DATA_DIR", "./data", "data directory: uploads, artifacts, host keys, embedded PostgreSQL"},
+	{"data-dir", "UPGRADE_DATA_DIR", "./data", "data directory: host keys, embedded PostgreSQL, staging of SFTP uploads, work folders, and the request files unless --storage says otherwise"},
+	{"storage", "UPGRADE_STORAGE", "", "where request files go: file:///path, or s3://bucket/prefix for S3-compatible object storage (default: file://<data-dir>/requests)"},
+	{"s3-endpoint", "UPGRADE_S3_ENDPOINT", "", "the object store's URL, http(s)://host:port (default: AWS_ENDPOINT_URL, else AWS S3)"},
+	{"s3-region", "UPGRADE_S3_REGION", "", "the object store's region (default: AWS_REGION)"},
+	{"s3-path-style", "UPGRADE_S3_PATH_STYLE", "false", "address buckets as <endpoint>/<bucket> (most self-hosted stores want true)"},
+	{"s3-access-key", "UPGRADE_S3_ACCESS_KEY", "", "the object store's access key (default: AWS_ACCESS_KEY_ID, ~/.aws/credentials, an instance role)"},
+	{"s3-secret-key", "UPGRADE_S3_SECRET_KEY", "", "the object store's secret key (default: AWS_SECRET_ACCESS_KEY…); never printed"},
 	{"database-url", "UPGRADE_DATABASE_URL", "", "PostgreSQL URL or key=value connection string (default: an embedded cluster in <data-dir>/postgres)"},
 	{"scratch-database-url", "UPGRADE_SCRATCH_DATABASE_URL", "", "PostgreSQL server where uploads are restored, as a role with CREATEDB and CREATEROLE (default: the database URL's server)"},
 	{"targets", "UPGRADE_TARGETS", defaultTargets, "comma-separated valid target versions"},
 	{"contracts", "UPGRADE_CONTRACTS", "", "valid contracts: a comma-separated list, or @FILE with one per line (default: any non-empty contract)"},
 	{"max-upload-bytes", "UPGRADE_MAX_UPLOAD_BYTES", "100GiB", "largest accepted upload, in bytes or with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB); 0 means no limit"},
 	{"upload-fsync", "UPGRADE_UPLOAD_FSYNC", "true", "fsync each upload before answering (false: faster, but a machine crash can lose an upload answered as complete)"},
-	{"sftp-addr", "UPGRADE_SFTP_ADDR", ":2200", "address the SSH/SFTP daemon listens on"},
+	{"sftp-addr", "UPGRADE_SFTP_ADDR", ":2200", "address the SSH/SFTP daemon listens on (off: none)"},
+	{"ssh-host-keys", "UPGRADE_SSH_HOST_KEYS", "", "folder of the SSH host keys, made on first start (default: <data-dir>/ssh); front ends behind one address share it"},
 	{"sftp-idle-timeout", "UPGRADE_SFTP_IDLE_TIMEOUT", "10m", "SFTP connections without traffic for this long are closed"},
 	{"sftp-ciphers", "UPGRADE_SFTP_CIPHERS", "aes128-gcm@openssh.com,aes256-gcm@openssh.com",
 		"SSH ciphers the daemon offers; add aes128-ctr,aes256-ctr or chacha20-poly1305@openssh.com for clients without AES-GCM (slower)"},
@@ -47,6 +60,7 @@ var settings = []setting{
 	{"sftp-public-port", "UPGRADE_SFTP_PUBLIC_PORT", "2200", "port request_sftp_access advertises (0: the port the daemon is bound to)"},
 	{"sftp-access-ttl", "UPGRADE_SFTP_ACCESS_TTL", "24h", "how long an SFTP grant lasts"},
 	{"workers", "UPGRADE_WORKERS", "2", "requests processed at once by this process (0: none, an API-only replica)"},
+	{"worker-lease", "UPGRADE_WORKER_LEASE", "30s", "a processing job's lease, renewed every third of it: a request whose worker died is taken up by another after it"},
 	{"engine", "UPGRADE_ENGINE", "builtin", "upgrade engine: builtin (restore, SQL upgrade, dump), command (your upgrade command) or passthrough (no PostgreSQL work)"},
 	{"engine-command", "UPGRADE_ENGINE_COMMAND", "", "the command engine's shell command, run against the restored scratch database (PGHOST, PGDATABASE, UPGRADE_SOURCE_VERSION… set)"},
 	{"engine-timeout", "UPGRADE_ENGINE_TIMEOUT", "4h", "a run's time limit: restore, upgrade and dump"},
@@ -113,7 +127,8 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	}
 	get := func(name string) string { return strings.TrimSpace(*vals[name]) }
 
-	cfg := Config{
+	cfg := Config{LogFormat: get("log-format"), LogLevel: get("log-level")}
+	cfg.Config = app.Config{
 		HTTPAddr:           get("http-addr"),
 		PublicURL:          strings.TrimRight(get("public-url"), "/"),
 		Region:             get("region"),
@@ -124,9 +139,10 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 		Contracts:          get("contracts"),
 		SFTPAddr:           get("sftp-addr"),
 		SFTPPublicHost:     get("sftp-public-host"),
-		LogFormat:          get("log-format"),
 		AdminToken:         get("admin-token"),
-		LogLevel:           get("log-level"),
+		Storage:            get("storage"),
+		S3: files.S3Config{Endpoint: get("s3-endpoint"), Region: get("s3-region"), AccessKey: get("s3-access-key"),
+			SecretKey: get("s3-secret-key")},
 	}
 	var errs []error
 	for _, t := range strings.Split(get("targets"), ",") {
@@ -153,6 +169,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	if cfg.SFTPAccessTTL, err = time.ParseDuration(get("sftp-access-ttl")); err != nil || cfg.SFTPAccessTTL <= 0 {
 		errs = append(errs, fmt.Errorf("--sftp-access-ttl: %q is not a positive duration such as 24h", get("sftp-access-ttl")))
 	}
+	cfg.SSHHostKeys = get("ssh-host-keys")
 	if cfg.SFTPIdleTimeout, err = time.ParseDuration(get("sftp-idle-timeout")); err != nil || cfg.SFTPIdleTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--sftp-idle-timeout: %q is not a positive duration such as 10m", get("sftp-idle-timeout")))
 	}
@@ -177,8 +194,14 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	if len(cfg.SFTPCiphers) == 0 {
 		errs = append(errs, errors.New("--sftp-ciphers: at least one cipher is needed"))
 	}
-	if _, _, err := net.SplitHostPort(cfg.SFTPAddr); err != nil {
+	if _, _, err := net.SplitHostPort(cfg.SFTPAddr); err != nil && cfg.SFTPAddr != app.Off {
 		errs = append(errs, fmt.Errorf("--sftp-addr: %w", err))
+	}
+	if cfg.S3.PathStyle, err = strconv.ParseBool(get("s3-path-style")); err != nil {
+		errs = append(errs, fmt.Errorf("--s3-path-style: %q is neither true nor false", get("s3-path-style")))
+	}
+	if cfg.WorkerLease, err = time.ParseDuration(get("worker-lease")); err != nil || cfg.WorkerLease < 3*time.Second {
+		errs = append(errs, fmt.Errorf("--worker-lease: %q is not a duration of 3s or more such as 30s", get("worker-lease")))
 	}
 	cfg.Engine, cfg.EngineCommand, cfg.ScriptsDir = get("engine"), get("engine-command"), get("scripts-dir")
 	if cfg.Engine != "builtin" && cfg.Engine != "command" && cfg.Engine != "passthrough" {
@@ -213,7 +236,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 			errs = append(errs, fmt.Errorf("--public-url: %q is not an http(s) URL", cfg.PublicURL))
 		}
 	}
-	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil {
+	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil && cfg.HTTPAddr != app.Off {
 		errs = append(errs, fmt.Errorf("--http-addr: %w", err))
 	}
 	if cfg.DataDir == "" {

@@ -58,9 +58,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger := slog.New(handler)
 
-	return app.Serve(ctx, cfg, logger, func(a app.Addrs) {
-		fmt.Fprintf(stdout, "upgrade-server: http listening on %s\n", a.LocalURL)
-		fmt.Fprintf(stdout, "upgrade-server: sftp listening on %s\n", a.LocalSFTP)
+	return app.Serve(ctx, cfg.Config, logger, func(a app.Addrs) {
+		if a.HTTP != nil {
+			fmt.Fprintf(stdout, "upgrade-server: http listening on %s\n", a.LocalURL)
+		} else {
+			fmt.Fprintln(stdout, "upgrade-server: http off")
+		}
+		if a.SFTP != nil {
+			fmt.Fprintf(stdout, "upgrade-server: sftp listening on %s\n", a.LocalSFTP)
+		} else {
+			fmt.Fprintln(stdout, "upgrade-server: sftp off")
+		}
 	})
 }
 

@@ -28,7 +28,10 @@ import (
 	"github.com/upgrade-server/upgrade-server/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Exit(m) }
+func TestMain(m *testing.M) {
+	serveAsProcess()
+	pgtest.Exit(m)
+}
 
 // server runs run() in-process and returns its base URL once it listens.
 type server struct {

@@ -57,10 +57,12 @@ type Config struct {
 	UploadFsync       bool
 	SFTPAddr          string
 	SFTPIdleTimeout   time.Duration
-	SFTPCiphers       []string
-	SFTPPublicHost    string
-	SFTPPublicPort    int
-	SFTPAccessTTL     time.Duration
+	// SSHHostKeys is the host keys' folder ("": <DataDir>/ssh).
+	SSHHostKeys    string
+	SFTPCiphers    []string
+	SFTPPublicHost string
+	SFTPPublicPort int
+	SFTPAccessTTL  time.Duration
 	// SSHLoginGrace, SSHMaxStartups and SSHMaxStartupsPerAddress bound the
 	// connections that have not authenticated (sftpd.Config; zero: defaults).
 	SSHLoginGrace            time.Duration
@@ -68,6 +70,7 @@ type Config struct {
 	SSHMaxStartupsPerAddress int
 	ShutdownTimeout          time.Duration
 	Workers                  int
+	WorkerLease              time.Duration
 	Engine                   string
 	EngineCommand            string
 	EngineTimeout            time.Duration
@@ -76,11 +79,13 @@ type Config struct {
 	ScriptsDir               string
 	MockDuration             time.Duration
 	AdminToken               string
-	LogFormat                string
-	LogLevel                 string
 }
 
-// Addrs are where a running server listens.
+// Off, as an HTTP or SFTP address, runs no such listener (a process that
+// only works, with UPGRADE_WORKERS > 0, has neither).
+const Off = "off"
+
+// Addrs are where a running server listens (nil: that listener is off).
 type Addrs struct {
 	HTTP, SFTP net.Addr
 	PublicURL  string
@@ -170,11 +175,15 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		return fmt.Errorf("database %s: %w", redact(dbURL, secrets), err)
 	}
 	defer pool.Close()
-	st := store.New(pool)
+	st := store.New(pool, logger)
 	met := metrics.New(st.QueueDepth)
 	faults := fault.New(uint64(time.Now().UnixNano()))
 
-	hostKeys, err := sftpd.LoadHostKeys(filepath.Join(dataDir, "ssh"))
+	keyDir := cfg.SSHHostKeys
+	if keyDir == "" {
+		keyDir = filepath.Join(dataDir, "ssh")
+	}
+	hostKeys, err := sftpd.LoadHostKeys(keyDir)
 	if err != nil {
 		return err
 	}
@@ -228,23 +237,27 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		logger.Info("uploads are restored as throwaway unprivileged roles; their tools run as an unprivileged OS user",
 			"tools_user", eng.ToolsUser(), "max_restore_bytes", cfg.MaxRestoreBytes)
 	}
-	wrk := worker.New(logger, st, eng, worker.Config{Slots: cfg.Workers, SoftStop: cfg.ShutdownTimeout,
+	wrk := worker.New(logger, st, eng, worker.Config{Slots: cfg.Workers, SoftStop: cfg.ShutdownTimeout, Lease: cfg.WorkerLease,
 		MockDuration: cfg.MockDuration, FixedEstimate: cfg.Engine == engine.Passthrough, Metrics: met})
 
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("http: %w", err)
+	var ln, sshLn net.Listener
+	if cfg.HTTPAddr != Off {
+		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("http: %w", err)
+		}
+		defer ln.Close()
 	}
-	sshLn, err := net.Listen("tcp", cfg.SFTPAddr)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("sftp: %w", err)
-	}
-	if cfg.SFTPPublicPort == 0 { // advertise the port actually bound
-		cfg.SFTPPublicPort = sshLn.Addr().(*net.TCPAddr).Port
+	if cfg.SFTPAddr != Off {
+		if sshLn, err = net.Listen("tcp", cfg.SFTPAddr); err != nil {
+			return fmt.Errorf("sftp: %w", err)
+		}
+		defer sshLn.Close()
+		if cfg.SFTPPublicPort == 0 { // advertise the port actually bound
+			cfg.SFTPPublicPort = sshLn.Addr().(*net.TCPAddr).Port
+		}
 	}
 	publicURL := cfg.PublicURL
-	if publicURL == "" {
+	if publicURL == "" && ln != nil {
 		publicURL = derivePublicURL(ln.Addr())
 	}
 	sftpHost := cfg.SFTPPublicHost
@@ -275,14 +288,22 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	logger.Info("upgrade-server started", "http_addr", ln.Addr().String(), "public_url", publicURL,
-		"data_dir", dataDir, "embedded_db", cfg.DatabaseURL == "", "targets", len(cfg.Targets),
-		"contracts", nContracts, "max_upload_bytes", cfg.MaxUploadBytes)
-	logger.Info("sftp daemon started", "sftp_addr", sshLn.Addr().String(), "advertised", fmt.Sprintf("%s:%d", sftpHost, cfg.SFTPPublicPort),
-		"host_keys", fingerprints)
+	addrs := Addrs{PublicURL: publicURL}
+	if ln != nil {
+		addrs.HTTP, addrs.LocalURL = ln.Addr(), derivePublicURL(ln.Addr())
+		logger.Info("upgrade-server started", "http_addr", ln.Addr().String(), "public_url", publicURL,
+			"data_dir", dataDir, "embedded_db", cfg.DatabaseURL == "", "targets", len(cfg.Targets),
+			"contracts", nContracts, "max_upload_bytes", cfg.MaxUploadBytes)
+	} else {
+		logger.Info("upgrade-server started without HTTP (a process that only works)", "data_dir", dataDir, "workers", cfg.Workers)
+	}
+	if sshLn != nil {
+		addrs.SFTP, addrs.LocalSFTP = sshLn.Addr(), strings.TrimPrefix(derivePublicURL(sshLn.Addr()), "http://")
+		logger.Info("sftp daemon started", "sftp_addr", sshLn.Addr().String(), "advertised", fmt.Sprintf("%s:%d", sftpHost, cfg.SFTPPublicPort),
+			"host_keys", fingerprints)
+	}
 	if ready != nil {
-		ready(Addrs{HTTP: ln.Addr(), SFTP: sshLn.Addr(), PublicURL: publicURL,
-			LocalURL: derivePublicURL(ln.Addr()), LocalSFTP: strings.TrimPrefix(derivePublicURL(sshLn.Addr()), "http://")})
+		ready(addrs)
 	}
 
 	// A writer that takes an upload over (in any process) announces it;
@@ -302,21 +323,25 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 	defer func() { stopListening(); <-listening }()
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http: %w", err)
-		}
-		return nil
-	})
+	if ln != nil {
+		g.Go(func() error {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http: %w", err)
+			}
+			return nil
+		})
+	}
 	if cfg.Workers > 0 {
 		g.Go(func() error { return wrk.Run(gctx) })
 	}
-	g.Go(func() error {
-		if err := sftpSrv.Serve(sshLn); err != nil && !errors.Is(err, sftpd.ErrServerClosed) {
-			return fmt.Errorf("sftp: %w", err)
-		}
-		return nil
-	})
+	if sshLn != nil {
+		g.Go(func() error {
+			if err := sftpSrv.Serve(sshLn); err != nil && !errors.Is(err, sftpd.ErrServerClosed) {
+				return fmt.Errorf("sftp: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		logger.Info("shutting down; waiting for running uploads", "timeout", cfg.ShutdownTimeout)

@@ -526,29 +526,50 @@ func pgErrorText(pe *pgconn.PgError) string {
 	return s
 }
 
-// pg_restore reads archives up to its own version: PostgreSQL 12-15 write
-// 1.14, 16 writes 1.15, 17 and 18 write 1.16.
+// archiveForPG is the newest archive version each pg_restore reads (its
+// own version's and older): PostgreSQL 12-15 write 1.14, 16 writes 1.15,
+// 17 and 18 write 1.16.
 var archiveForPG = map[int]string{12: "1.14", 13: "1.14", 14: "1.14", 15: "1.14", 16: "1.15", 17: "1.16", 18: "1.16"}
 
 func (r *run) checkRestorable() error {
 	if r.info.ArchiveVersion == "" {
 		return nil
 	}
-	out, err := exec.Command("pg_restore", "--version").Output()
+	major, err := toolMajor("pg_restore")
 	if err != nil {
-		return fmt.Errorf("pg_restore --version: %w", err)
+		return err
 	}
-	m := regexp.MustCompile(`(\d+)`).FindString(string(out))
-	major, _ := strconv.Atoi(m)
-	max := archiveForPG[major]
-	if major > 18 {
-		return nil
-	}
-	if max != "" && compareSeries(r.info.ArchiveVersion, max) > 0 {
+	if max := maxArchive(major); max != "" && compareSeries(r.info.ArchiveVersion, max) > 0 {
 		return customer("The dump was written by pg_dump %s (archive %s), newer than this server's pg_restore %d; dump it with pg_dump %d or older, or as plain SQL.",
 			orUnknown(r.info.PgDump), r.info.ArchiveVersion, major, major)
 	}
 	return nil
+}
+
+// maxArchive is the newest archive version pg_restore of a major version
+// reads ("" when it is newer than this table knows: anything).
+func maxArchive(major int) string {
+	if major > 18 {
+		return ""
+	}
+	if v, ok := archiveForPG[major]; ok {
+		return v
+	}
+	return "1.13"
+}
+
+// toolMajor is the major version of a PostgreSQL client tool on PATH.
+func toolMajor(tool string) (int, error) {
+	out, err := exec.Command(tool, "--version").Output()
+	if err != nil {
+		return 0, fmt.Errorf("%s --version: %w", tool, err)
+	}
+	m := regexp.MustCompile(`(\d+)`).FindString(string(out))
+	major, err := strconv.Atoi(m)
+	if err != nil {
+		return 0, fmt.Errorf("%s --version: cannot read %q", tool, strings.TrimSpace(string(out)))
+	}
+	return major, nil
 }
 
 func orUnknown(s string) string {
@@ -682,7 +703,7 @@ func (r *run) tool(ctx context.Context, name string, args ...string) *exec.Cmd {
 	return r.e.tools.command(ctx, r.work.path, append(baseEnv(r.work.path), r.libpq()...), name, args...)
 }
 
-// tailOf keeps the last lines of a tool's output for a message.
+// tailBuffer keeps the last lines of a tool's output for a message.
 type tailBuffer struct {
 	lines []string
 	part  string

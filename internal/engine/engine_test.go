@@ -395,3 +395,21 @@ func archive116() []byte {
 	}
 	return b
 }
+
+// TestPgDumpOlderThanTheServer: a pg_dump older than the scratch server
+// would fail every request; the server refuses to start instead, naming
+// both versions and what to install.
+func TestPgDumpOlderThanTheServer(t *testing.T) {
+	dir := t.TempDir()
+	fake := "#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.22'\n"
+	if err := os.WriteFile(filepath.Join(dir, "pg_dump"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	e := newEnv(t, engine.Config{})
+	err := e.eng.Prepare(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "pg_dump 12 cannot dump the scratch server, PostgreSQL 1") ||
+		!strings.Contains(err.Error(), "postgresql-client-1") {
+		t.Fatalf("Prepare: %v", err)
+	}
+}

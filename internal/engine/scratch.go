@@ -200,6 +200,9 @@ func (e *Engine) Prepare(ctx context.Context) error {
 			"which this role must create (ALTER ROLE %s %s), or point UPGRADE_SCRATCH_DATABASE_URL at a server where it can",
 			user, strings.Join(missing, " and "), pgx.Identifier{user}.Sanitize(), strings.Join(missing, " "))
 	}
+	if err := e.checkTools(ctx, conn); err != nil {
+		return err
+	}
 	if err := e.confineAppDatabase(ctx); err != nil {
 		return err
 	}
@@ -228,6 +231,33 @@ func (e *Engine) Prepare(ctx context.Context) error {
 		return fmt.Errorf("engine: a scratch role cannot reach its own database (check pg_hba.conf of the scratch server): %w", err)
 	}
 	sc.Close(ctx)
+	return nil
+}
+
+// checkTools fails when the local pg_dump is older than the scratch
+// server (it refuses to dump a newer server, so every request would fail)
+// and logs which dumps this installation can restore.
+func (e *Engine) checkTools(ctx context.Context, conn *pgx.Conn) error {
+	var num int
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&num); err != nil {
+		return fmt.Errorf("engine: scratch server version: %w", err)
+	}
+	server := num / 10000
+	dumpMajor, err := toolMajor("pg_dump")
+	if err != nil {
+		return err
+	}
+	if dumpMajor < server {
+		return fmt.Errorf("engine: pg_dump %d cannot dump the scratch server, PostgreSQL %d: install the PostgreSQL %d client tools or newer "+
+			"(Debian: apt-get install postgresql-client-%d), or point UPGRADE_SCRATCH_DATABASE_URL at a server of version %d or older",
+			dumpMajor, server, server, server, dumpMajor)
+	}
+	restoreMajor, err := toolMajor("pg_restore")
+	if err != nil {
+		return err
+	}
+	e.logger.Info("PostgreSQL client tools", "pg_dump", dumpMajor, "pg_restore", restoreMajor, "scratch_server", server,
+		"reads_archives_up_to", maxArchive(restoreMajor))
 	return nil
 }
 
