@@ -60,7 +60,8 @@ func requestNotFound() failure {
 	return failure{Reason: reasonRequestNotFound, Message: "No request matches this id and key"}
 }
 
-// v1States renders the stored states an operation needs in v1's vocabulary.
+// stateFailure is the failure of an operation the request's state does not allow,
+// naming the states it needs in v1's vocabulary.
 func stateFailure(e *store.StateError) failure {
 	want := make([]string, len(e.Want))
 	for i, s := range e.Want {

@@ -133,5 +133,5 @@ func NewStore(t testing.TB) (*store.Store, *pgxpool.Pool) {
 		t.Fatalf("pgtest: %v", err)
 	}
 	t.Cleanup(pool.Close)
-	return store.New(pool), pool
+	return store.New(pool, nil), pool
 }

@@ -60,7 +60,7 @@ var (
 	}
 )
 
-// lineChars are the characters an accepted command line may hold. The
+// lineChar reports whether c may appear in an accepted command line. The
 // client's lines use no quote, backslash or glob character: anything else
 // is refused before it could mean something to rsync (which expands globs
 // in a sender's arguments and unescapes backslashes).

@@ -72,7 +72,8 @@ func generateHostKey(path string, gen func() (crypto.Signer, error)) ([]byte, er
 		return nil, err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err == nil {
+	_, err = tmp.Write(b)
+	if err == nil {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {

@@ -225,7 +225,7 @@ func (b *blackhole) port() string {
 	return p
 }
 
-// waitClosed says whether the daemon closed every upstream connection.
+// upstreamClosed checks that the daemon closed every upstream connection.
 func (b *blackhole) upstreamClosed(t *testing.T) {
 	t.Helper()
 	b.mu.Lock()

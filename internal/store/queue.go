@@ -219,11 +219,11 @@ func (s *Store) listen(ctx context.Context, channel string, fn func(payload stri
 		if ctx.Err() != nil {
 			return nil
 		}
+		s.logger.Warn("LISTEN failed; listening again in a second", "channel", channel, "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
 		}
-		_ = err
 	}
 	return nil
 }

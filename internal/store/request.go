@@ -14,7 +14,7 @@ import (
 // State is a stored request state. Each API renders it in its own vocabulary.
 type State string
 
-// The stored states (see DESIGN.md, "One lifecycle").
+// The stored states: one lifecycle, whatever API a request came through.
 const (
 	StateDraft      State = "draft"      // created, waiting for (or receiving) the dump
 	StateQueued     State = "queued"     // process accepted, waiting for a worker

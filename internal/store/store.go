@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 
 	"github.com/golang-migrate/migrate/v4"
 	pgx5 "github.com/golang-migrate/migrate/v4/database/pgx/v5"
@@ -16,11 +17,18 @@ import (
 
 // Store is the PostgreSQL-backed record of upgrade requests.
 type Store struct {
-	pool *pgxpool.Pool
+	pool   *pgxpool.Pool
+	logger *slog.Logger
 }
 
-// New returns a Store using pool.
-func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+// New returns a Store using pool; logger (nil: none) hears of what the
+// store retries on its own, such as a lost LISTEN connection.
+func New(pool *pgxpool.Pool, logger *slog.Logger) *Store {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Store{pool: pool, logger: logger.With("component", "store")}
+}
 
 // Ping reports whether the database answers.
 func (s *Store) Ping(ctx context.Context) error {

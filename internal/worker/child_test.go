@@ -28,7 +28,7 @@ func childMain() int {
 		return 1
 	}
 	defer pool.Close()
-	st := store.New(pool)
+	st := store.New(pool, nil)
 	owner := os.Getenv("CHILD_OWNER")
 	var runner worker.Runner
 	cfg := worker.Config{Slots: 2, PollEvery: 50 * time.Millisecond, Owner: owner, SoftStop: 5 * time.Second}

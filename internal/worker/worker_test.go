@@ -85,7 +85,7 @@ func setup(t *testing.T) (string, *store.Store, *pgxpool.Pool) {
 	if _, err := pool.Exec(ctx, `CREATE TABLE test_runs (request_id bigint, owner text, at timestamptz DEFAULT clock_timestamp())`); err != nil {
 		t.Fatal(err)
 	}
-	return url, store.New(pool), pool
+	return url, store.New(pool, nil), pool
 }
 
 func queue(t *testing.T, st *store.Store, n int, filename, aim string) []int64 {

@@ -5,10 +5,13 @@ package s3test
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/johannesboyne/gofakes3"
@@ -30,6 +33,29 @@ type Server struct {
 	URL string // http://127.0.0.1:PORT
 	srv *http.Server
 	ln  net.Listener
+	// failFrom, when positive, is the first part number of a multipart
+	// upload that the server refuses (see FailPartsFrom).
+	failFrom atomic.Int64
+}
+
+// FailPartsFrom makes the server refuse every multipart upload part
+// numbered n or more, as a store that runs out of space mid-upload does
+// (507 XMinioStorageFull, which clients do not retry); 0 lifts it.
+func (s *Server) FailPartsFrom(n int) { s.failFrom.Store(int64(n)) }
+
+func (s *Server) failParts(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		from := s.failFrom.Load()
+		if part, err := strconv.ParseInt(r.URL.Query().Get("partNumber"), 10, 64); r.Method == http.MethodPut && from > 0 && err == nil && part >= from {
+			io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusInsufficientStorage)
+			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>XMinioStorageFull</Code>`+
+				`<Message>Storage backend has reached its minimum free drive threshold.</Message></Error>`)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Config is the files.S3Config that reaches the server.
@@ -58,8 +84,8 @@ func New(addr, dir string, buckets ...string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{URL: "http://" + ln.Addr().String(), ln: ln,
-		srv: &http.Server{Handler: checkKey(faker.Server()), ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}}
+	s := &Server{URL: "http://" + ln.Addr().String(), ln: ln}
+	s.srv = &http.Server{Handler: checkKey(s.failParts(faker.Server())), ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
 	go s.srv.Serve(ln)
 	return s, nil
 }
