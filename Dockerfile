@@ -24,7 +24,7 @@ USER upgrade
 WORKDIR /var/lib/upgrade-server
 ENV UPGRADE_HTTP_ADDR=:8080 \
     UPGRADE_DATA_DIR=/var/lib/upgrade-server/data
-EXPOSE 8080 2200
+EXPOSE 8080 8443 2200
 VOLUME ["/var/lib/upgrade-server/data"]
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD curl -fsS http://localhost:8080/readyz || exit 1
 ENTRYPOINT ["/usr/local/bin/upgrade-server"]

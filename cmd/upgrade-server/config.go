@@ -14,6 +14,7 @@ import (
 
 	"github.com/upgrade-server/upgrade-server/internal/app"
 	"github.com/upgrade-server/upgrade-server/internal/files"
+	"github.com/upgrade-server/upgrade-server/internal/rsyncd"
 	"github.com/upgrade-server/upgrade-server/internal/sftpd"
 )
 
@@ -33,6 +34,12 @@ type setting struct {
 
 var settings = []setting{
 	{"http-addr", "UPGRADE_HTTP_ADDR", ":8080", "address the HTTP API listens on (off: none, for a process that only works)"},
+	{"https-addr", "UPGRADE_HTTPS_ADDR", ":8443", "address of the HTTPS listener (the same routes; Odoo's upgrade client needs it), off: none"},
+	{"tls-cert", "UPGRADE_TLS_CERT", "", "the HTTPS certificate, PEM (default: a self-signed one made once under <data-dir>/tls)"},
+	{"tls-key", "UPGRADE_TLS_KEY", "", "the HTTPS certificate's private key, PEM"},
+	{"host-uri", "UPGRADE_HOST_URI", "", "host (or host:port) Odoo's upgrade client is sent to for HTTPS and rsync (default: the public URL's host, with the HTTPS port unless 443)"},
+	{"rsync-ports", "UPGRADE_RSYNC_PORTS", "", "ports of the per-transfer rsync endpoints, FIRST-LAST or one port (default: any free port)"},
+	{"rsync-idle-timeout", "UPGRADE_RSYNC_IDLE_TIMEOUT", "10m", "an rsync endpoint that no client has used for this long is closed"},
 	{"public-url", "UPGRADE_PUBLIC_URL", "", "base of every URL the API returns (default: derived from the listen address, localhost for 0.0.0.0)"},
 	{"region", "UPGRADE_REGION", "eu1", "region segment of status and file URLs"},
 	{"data-dir", "UPGRADE_DATA_DIR", "./data", "data directory: host keys, embedded PostgreSQL, staging of SFTP uploads, work folders, and the request files unless --storage says otherwise"},
@@ -170,6 +177,21 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 		errs = append(errs, fmt.Errorf("--sftp-access-ttl: %q is not a positive duration such as 24h", get("sftp-access-ttl")))
 	}
 	cfg.SSHHostKeys = get("ssh-host-keys")
+	cfg.HTTPSAddr, cfg.TLSCert, cfg.TLSKey = get("https-addr"), get("tls-cert"), get("tls-key")
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together: set both, or neither for a self-signed certificate"))
+	}
+	cfg.HostURI = get("host-uri")
+	if cfg.HostURI != "" && !validHostURI(cfg.HostURI) {
+		errs = append(errs, fmt.Errorf("--host-uri: %q is not a host name or address, with an optional :port (no scheme, no path)", cfg.HostURI))
+	}
+	cfg.RsyncPorts = get("rsync-ports")
+	if _, err := rsyncd.ParsePorts(cfg.RsyncPorts); err != nil {
+		errs = append(errs, fmt.Errorf("--rsync-ports: %w", err))
+	}
+	if cfg.RsyncIdleTimeout, err = time.ParseDuration(get("rsync-idle-timeout")); err != nil || cfg.RsyncIdleTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--rsync-idle-timeout: %q is not a positive duration such as 10m", get("rsync-idle-timeout")))
+	}
 	if cfg.SFTPIdleTimeout, err = time.ParseDuration(get("sftp-idle-timeout")); err != nil || cfg.SFTPIdleTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--sftp-idle-timeout: %q is not a positive duration such as 10m", get("sftp-idle-timeout")))
 	}
@@ -265,4 +287,28 @@ func parseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size such as 107374182400 or 100GiB", s)
 	}
 	return n * mult, nil
+}
+
+// validHostURI accepts what Odoo's client can use as a host: a name or
+// an address, with an optional port, nothing else.
+func validHostURI(s string) bool {
+	host := s
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return false
+		}
+		host = h
+	}
+	if net.ParseIP(host) != nil {
+		return true
+	}
+	if host == "" || len(host) > 253 || strings.ContainsAny(host, "/:@?#[] ") {
+		return false
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 || strings.Trim(label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+			return false
+		}
+	}
+	return true
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -35,10 +36,11 @@ func main() {
 var logLevels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
 
 // run is the whole program; it returns when ctx ends or on SIGINT/SIGTERM,
-// after a graceful shutdown. Once listening it prints two lines to stdout,
+// after a graceful shutdown. Once listening it prints to stdout
 // "upgrade-server: http listening on <url>" (a URL a person can open:
 // localhost for a wildcard address) and "upgrade-server: sftp listening on
-// <host:port>".
+// <host:port>" (or "… off"), then, with HTTPS on, "upgrade-server: https
+// listening on <url> (…)" with what Odoo's upgrade client needs.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -68,6 +70,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			fmt.Fprintf(stdout, "upgrade-server: sftp listening on %s\n", a.LocalSFTP)
 		} else {
 			fmt.Fprintln(stdout, "upgrade-server: sftp off")
+		}
+		if a.HTTPS != nil {
+			_, port, _ := net.SplitHostPort(a.HTTPS.String())
+			fmt.Fprintf(stdout, "upgrade-server: https listening on https://localhost:%s (Odoo's upgrade client: UPGRADE_SERVER_NAME=https://%s SSL_CERT_FILE=%s)\n",
+				port, a.HostURI, a.CertPath)
 		}
 	})
 }

@@ -64,6 +64,9 @@ func startServer(t *testing.T, env map[string]string) *server {
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	s := &server{cancel: cancel, done: make(chan error, 1), stderr: &syncBuffer{}}
+	if _, ok := env["UPGRADE_HTTPS_ADDR"]; !ok {
+		env["UPGRADE_HTTPS_ADDR"] = "127.0.0.1:0" // never the default :8443, which parallel tests share
+	}
 	getenv := func(k string) string { return env[k] }
 	go func() {
 		s.done <- run(ctx, []string{"upgrade-server"}, getenv, pw, s.stderr)

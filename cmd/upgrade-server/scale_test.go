@@ -53,7 +53,7 @@ type process struct {
 func startProcess(t *testing.T, env map[string]string) *process {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), serverProcessEnv+"=1")
+	cmd.Env = append(os.Environ(), serverProcessEnv+"=1", "UPGRADE_HTTPS_ADDR=127.0.0.1:0")
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}

@@ -26,7 +26,7 @@ func TestDatabasePasswordNeverPrinted(t *testing.T) {
 			t.Parallel()
 			stderr := &syncBuffer{}
 			env := map[string]string{"UPGRADE_DATABASE_URL": dsn, "UPGRADE_HTTP_ADDR": "127.0.0.1:0",
-				"UPGRADE_SFTP_ADDR": "127.0.0.1:0", "UPGRADE_DATA_DIR": t.TempDir(), "UPGRADE_LOG_LEVEL": "debug"}
+				"UPGRADE_SFTP_ADDR": "127.0.0.1:0", "UPGRADE_HTTPS_ADDR": "off", "UPGRADE_DATA_DIR": t.TempDir(), "UPGRADE_LOG_LEVEL": "debug"}
 			err := run(context.Background(), []string{"upgrade-server"}, func(k string) string { return env[k] }, &syncBuffer{}, stderr)
 			if err == nil {
 				t.Fatal("the server started on an unreachable database")

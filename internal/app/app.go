@@ -6,6 +6,7 @@ package app
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,9 +19,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/upgrade-server/upgrade-server/internal/dump"
 	"github.com/upgrade-server/upgrade-server/internal/engine"
 	"github.com/upgrade-server/upgrade-server/internal/fault"
 	"github.com/upgrade-server/upgrade-server/internal/files"
@@ -28,6 +32,8 @@ import (
 	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/pgembed"
+	"github.com/upgrade-server/upgrade-server/internal/rpcapi"
+	"github.com/upgrade-server/upgrade-server/internal/rsyncd"
 	"github.com/upgrade-server/upgrade-server/internal/sftpd"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 	"github.com/upgrade-server/upgrade-server/internal/worker"
@@ -57,6 +63,19 @@ type Config struct {
 	UploadFsync       bool
 	SFTPAddr          string
 	SFTPIdleTimeout   time.Duration
+	// HTTPSAddr is the HTTPS listener's address ("" or Off: none): the
+	// same routes, which Odoo's upgrade client calls after its host
+	// switch. TLSCert and TLSKey are its certificate ("": one generated
+	// once under <DataDir>/tls).
+	HTTPSAddr, TLSCert, TLSKey string
+	// HostURI is what Odoo's client is told to use as its server and SSH
+	// host (assigned_host_uri): "" is the public URL's host, with the
+	// HTTPS port unless it is 443.
+	HostURI string
+	// RsyncPorts are the ports rsync endpoints take (rsyncd.ParsePorts;
+	// "": any free port); RsyncIdleTimeout closes an endpoint left idle.
+	RsyncPorts       string
+	RsyncIdleTimeout time.Duration
 	// SSHHostKeys is the host keys' folder ("": <DataDir>/ssh).
 	SSHHostKeys    string
 	SFTPCiphers    []string
@@ -87,8 +106,11 @@ const Off = "off"
 
 // Addrs are where a running server listens (nil: that listener is off).
 type Addrs struct {
-	HTTP, SFTP net.Addr
-	PublicURL  string
+	HTTP, SFTP, HTTPS net.Addr
+	PublicURL         string
+	// HostURI is what Odoo's client is told (assigned_host_uri), and
+	// CertPath the HTTPS certificate it can trust (SSL_CERT_FILE).
+	HostURI, CertPath string
 	// LocalURL is the HTTP address as a URL a person on this machine can
 	// open (http://localhost:8080 for a wildcard [::]:8080), and LocalSFTP
 	// the SFTP address likewise (localhost:2200).
@@ -226,6 +248,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		return err
 	}
 	defer eng.Close()
+	sweepTransferDirs(ctx, logger, st, eng)
 	if cfg.Workers > 0 {
 		// Untrusted work must be confinable before any is taken.
 		pctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -256,6 +279,13 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 			cfg.SFTPPublicPort = sshLn.Addr().(*net.TCPAddr).Port
 		}
 	}
+	var tlsLn net.Listener
+	if cfg.HTTPSAddr != "" && cfg.HTTPSAddr != Off {
+		if tlsLn, err = net.Listen("tcp", cfg.HTTPSAddr); err != nil {
+			return fmt.Errorf("https: %w", err)
+		}
+		defer tlsLn.Close()
+	}
 	publicURL := cfg.PublicURL
 	if publicURL == "" && ln != nil {
 		publicURL = derivePublicURL(ln.Addr())
@@ -265,6 +295,37 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		u, _ := url.Parse(publicURL)
 		sftpHost = u.Hostname()
 	}
+	hostURI := cfg.HostURI
+	if hostURI == "" {
+		hostURI = deriveHostURI(publicURL, tlsLn)
+	}
+	var cert *serverCert
+	if tlsLn != nil {
+		u, _ := url.Parse(publicURL)
+		if cert, err = loadServerCert(cfg.TLSCert, cfg.TLSKey, filepath.Join(dataDir, "tls"), []string{u.Hostname(), hostOf(hostURI)}); err != nil {
+			return err
+		}
+		tlsLn = tls.NewListener(tlsLn, &tls.Config{Certificates: []tls.Certificate{cert.cert}, MinVersion: tls.VersionTLS12})
+	}
+
+	// Odoo's own client: its JSON-RPC calls on the same router, its rsync
+	// transfers on endpoints of their own (front ends only).
+	var endpoints rpcapi.Endpoints
+	if ln != nil || tlsLn != nil {
+		rs, err := newRsync(logger, cfg, hostKeys, eng)
+		if err != nil {
+			logger.Warn("rsync transfers are off: Odoo's upgrade client can create requests but not upload or download", "err", err)
+		} else {
+			defer rs.Close()
+			endpoints = rs
+		}
+	}
+	rpc := rpcapi.New(logger, rpcapi.Config{Requests: st, Files: fstore, Folders: eng, Rsync: endpoints,
+		Rules: input.Rules{Targets: cfg.Targets, ContractValidFunc: contractValid}, HostURI: hostURI,
+		MaxUploadBytes: cfg.MaxUploadBytes, UploadLease: uploadLease, Metrics: met,
+		PgVersionCompatible: func(archive, pgDump string) bool {
+			return engine.PgVersionCompatible(dump.Writer{PgDump: pgDump, Archive: archive})
+		}})
 
 	api := httpapi.NewHandler(logger, httpapi.Config{
 		Requests:       st,
@@ -281,14 +342,23 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		SQLStream:      eng.OpenSQL,
 		Metrics:        met,
 		Faults:         faults,
+		Mounts:         []func(chi.Router){rpc.Mount},
 	})
-	srv := &http.Server{
-		Handler:           api,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	newServer := func() *http.Server {
+		return &http.Server{
+			Handler:           api,
+			ReadHeaderTimeout: 30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		}
 	}
-	addrs := Addrs{PublicURL: publicURL}
+	srv, tlsSrv := newServer(), newServer()
+	addrs := Addrs{PublicURL: publicURL, HostURI: hostURI}
+	if tlsLn != nil {
+		addrs.HTTPS, addrs.CertPath = tlsLn.Addr(), cert.Path
+		logger.Info("https started (Odoo's upgrade client)", "https_addr", tlsLn.Addr().String(), "host_uri", hostURI,
+			"certificate", cert.Path, "sha256_fingerprint", cert.Fingerprint, "generated", cert.Generated)
+	}
 	if ln != nil {
 		addrs.HTTP, addrs.LocalURL = ln.Addr(), derivePublicURL(ln.Addr())
 		logger.Info("upgrade-server started", "http_addr", ln.Addr().String(), "public_url", publicURL,
@@ -331,6 +401,17 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 			return nil
 		})
 	}
+	if tlsLn != nil {
+		g.Go(func() error {
+			if err := tlsSrv.Serve(tlsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("https: %w", err)
+			}
+			return nil
+		})
+	}
+	if ln != nil || tlsLn != nil {
+		g.Go(func() error { return rpc.Run(gctx, st.ListenTransferStops) })
+	}
 	if cfg.Workers > 0 {
 		g.Go(func() error { return wrk.Run(gctx) })
 	}
@@ -356,14 +437,57 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 				sftpSrv.Close()
 			}
 		}()
-		if err := srv.Shutdown(sctx); err != nil {
-			logger.Warn("shutdown timed out; closing the remaining connections", "err", err)
-			srv.Close()
+		for _, hs := range []*http.Server{srv, tlsSrv} {
+			wg.Go(func() {
+				if err := hs.Shutdown(sctx); err != nil {
+					logger.Warn("shutdown timed out; closing the remaining connections", "err", err)
+					hs.Close()
+				}
+			})
 		}
 		wg.Wait()
 		return nil
 	})
 	return g.Wait()
+}
+
+// sweepTransferDirs removes the rsync transfer folders no transfer uses:
+// downloads whose transfer is not open (in any process), uploads of
+// requests that are no longer new (recorded, or moved on) or gone. An
+// upload folder of a new request stays: the client's next run resumes it.
+func sweepTransferDirs(ctx context.Context, logger *slog.Logger, st *store.Store, eng *engine.Engine) {
+	dirs, err := eng.TransferDirs()
+	if err != nil {
+		return
+	}
+	removed := 0
+	for id, kinds := range dirs {
+		t, terr := st.TransferOf(ctx, id)
+		live := terr == nil && t.Live
+		req, rerr := st.Request(ctx, id)
+		for _, k := range kinds {
+			stale := false
+			switch {
+			case live:
+			case k == "download":
+				stale = true
+			case errors.Is(rerr, store.ErrNotFound):
+				stale = true
+			case rerr == nil && req.State != store.StateDraft:
+				stale = true
+			}
+			if stale {
+				if err := eng.RemoveTransferDir(id, k); err != nil {
+					logger.Warn("remove a transfer folder", "request_id", id, "err", err)
+					continue
+				}
+				removed++
+			}
+		}
+	}
+	if removed > 0 {
+		logger.Info("removed rsync transfer folders no transfer uses", "folders", removed)
+	}
 }
 
 // sweepDeleted removes the files of requests deleted while a crash came
@@ -388,6 +512,50 @@ func sweepDeleted(ctx context.Context, logger *slog.Logger, st *store.Store, fs 
 // writer that took an upload over waits up to half of it for the one it
 // replaced to stop.
 const uploadLease = time.Minute
+
+// deriveHostURI is what Odoo's client is told to use when UPGRADE_HOST_URI
+// is unset: the public URL's host, with the HTTPS listener's port unless
+// it is 443 (the client's own form, host:port, which rsync then sends as
+// port:/data/… and the endpoints read back).
+func deriveHostURI(publicURL string, tlsLn net.Listener) string {
+	u, _ := url.Parse(publicURL)
+	host := "localhost"
+	if u != nil && u.Hostname() != "" {
+		host = u.Hostname()
+	}
+	if tlsLn == nil {
+		return host
+	}
+	_, port, _ := net.SplitHostPort(tlsLn.Addr().String())
+	if port == "443" {
+		return host
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// hostOf is the host of a host URI (host or host:port).
+func hostOf(hostURI string) string {
+	if h, _, err := net.SplitHostPort(hostURI); err == nil {
+		return h
+	}
+	return hostURI
+}
+
+// newRsync starts the rsync endpoints' server: the SSH host keys of the
+// SFTP daemon, on the HTTPS listener's interface, rsync run as the tools
+// user.
+func newRsync(logger *slog.Logger, cfg Config, hostKeys []gossh.Signer, eng *engine.Engine) (*rsyncd.Server, error) {
+	ports, err := rsyncd.ParsePorts(cfg.RsyncPorts)
+	if err != nil {
+		return nil, err
+	}
+	host := ""
+	if h, _, err := net.SplitHostPort(cfg.HTTPSAddr); err == nil {
+		host = h
+	}
+	return rsyncd.New(logger, rsyncd.Config{HostSigners: hostKeys, ListenHost: host, Ports: ports, IdleTimeout: cfg.RsyncIdleTimeout,
+		LoginGrace: cfg.SSHLoginGrace, Credential: eng.ToolsCredential(), Ciphers: cfg.SFTPCiphers})
+}
 
 // derivePublicURL builds the base URL from the bound listen address: the
 // unspecified address becomes localhost, never 0.0.0.0.

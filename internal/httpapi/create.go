@@ -33,3 +33,51 @@ func handleCreate(requests RequestStore, fs FileStore, rules input.Rules, rec re
 		return reply{req: rec.record(req)}
 	}
 }
+
+// defaultUpgradeFilename names the dump of a one-call upgrade that gives
+// no filename (the older tool sends plain SQL).
+const defaultUpgradeFilename = "database.sql"
+
+// handleUpgrade is v1's one-call method of an older Odoo command-line
+// tool: create's parameters in the query string (filename optional), the
+// dump as the body. It creates the request, stores the upload as upload
+// does and queues it; the answer is the request (pending), or the
+// failures of whichever step failed, with the request once it exists (a
+// draft: its key lets the client upload again).
+func handleUpgrade(requests RequestStore, fs FileStore, rules input.Rules, up uploader, rec recorder) methodFunc {
+	return func(w http.ResponseWriter, r *http.Request) reply {
+		q := queryParams(r)
+		if q["filename"] == "" {
+			q["filename"] = defaultUpgradeFilename
+		}
+		n, probs := input.Create(func(name string) string { return q[name] }, rules)
+		switch {
+		case probs != nil:
+			return reply{fails: fromProblems(probs)}
+		case r.ContentLength == 0:
+			return reply{fails: []failure{uploadEmpty()}}
+		case up.max > 0 && r.ContentLength > up.max:
+			return reply{fails: []failure{uploadTooLarge(up.max)}}
+		}
+		n.Key = token.Key()
+		req, err := requests.CreateRequest(r.Context(), n)
+		if err != nil {
+			return reply{err: err}
+		}
+		if err := fs.RemoveRequest(r.Context(), req.ID); err != nil {
+			return reply{err: err}
+		}
+		tok := token.Hex(16)
+		if _, err := requests.TakeUpload(r.Context(), req.ID, tok, up.lease, false); err != nil {
+			return transitionReply(rec, req, err)
+		}
+		u := &upload{uploader: up, logger: up.logger.With("request_id", req.ID), id: req.ID, token: tok}
+		got, fails, err := u.receive(w, r)
+		if err != nil || fails != nil {
+			u.abort()
+			return reply{fails: fails, err: err, stopped: u.stopped, req: rec.record(req)}
+		}
+		queued, err := requests.Process(r.Context(), got.ID)
+		return transitionReply(rec, queued, err)
+	}
+}

@@ -33,6 +33,7 @@ func addRoutes(r chi.Router, logger *slog.Logger, cfg Config) {
 	v1("process", handleProcess(reqs, rec))
 	v1("skip_test", handleSkipTest(reqs, rec))
 	v1("status", handleStatus(reqs, rec))
+	v1("upgrade", handleUpgrade(reqs, fs, cfg.Rules, up, rec), "POST", "PUT")
 
 	r.Get("/database/{region}/{id}/{key}/status", handleStatusPage(logger, reqs, fs, links, rec, sftp))
 	for _, f := range artifactRoutes {

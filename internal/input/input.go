@@ -170,62 +170,18 @@ func Auth(rawID string, hasID bool, key string, hasKey bool) (int64, []Problem) 
 // once. get returns a parameter's value ("" when absent). The request it
 // returns has no key: the caller chooses it.
 func Create(get func(name string) string, rules Rules) (store.NewRequest, []Problem) {
-	var probs []Problem
 	var n store.NewRequest
-	// text trims a parameter and checks it; ok is false after a problem.
-	text := func(name string, max int) (string, bool) {
-		v := strings.TrimSpace(get(name))
-		if v == "" {
-			probs = append(probs, Missing(name))
-			return "", false
-		}
-		if why := textProblem(v, max); why != "" {
-			probs = append(probs, Invalid(name, v, why))
-			return "", false
-		}
-		return v, true
-	}
-
-	if t, ok := text("target", MaxTarget); ok {
-		n.Target = t
-		if !slices.Contains(rules.Targets, t) {
-			probs = append(probs, Problem{Reason: ReasonTargetInvalid, Message: fmt.Sprintf("Invalid value %q", t),
-				Value: &t, Expected: rules.Targets})
-		}
-	}
-
-	if c, ok := text("contract", MaxContract); ok {
-		n.Contract = c
-		switch {
-		case scenario.Is(c):
-			sc, err := scenario.Parse(c)
-			switch {
-			case err != nil:
-				probs = append(probs, Problem{Reason: ReasonScenarioInvalid, Message: "Invalid scenario contract: " + err.Error(),
-					Value: &c})
-			case sc.ContractNotFound:
-				probs = append(probs, Problem{Reason: ReasonContractNotFound, Message: "Can not find contract " + c, Code: c})
-			default:
-				n.Scenario, n.HoldPolls = &n.Contract, sc.Polls
-			}
-		case rules.ContractValidFunc != nil && !rules.ContractValidFunc(c):
-			probs = append(probs, Problem{Reason: ReasonContractNotFound, Message: "Can not find contract " + c, Code: c})
-		}
-	}
-
-	if e, ok := text("email", MaxEmail); ok {
+	c := checker{get: get}
+	c.target(&n, rules)
+	c.contract(&n, rules)
+	if e, ok := c.text("email", MaxEmail); ok {
 		n.Email = e
 		if !validEmail(e) {
-			probs = append(probs, Problem{Reason: ReasonEmailInvalid, Message: fmt.Sprintf("Invalid e-mail address %q", e), Value: &e})
+			c.probs = append(c.probs, Problem{Reason: ReasonEmailInvalid, Message: fmt.Sprintf("Invalid e-mail address %q", e), Value: &e})
 		}
 	}
-
-	if a, ok := text("aim", MaxAim); ok {
-		n.Aim = a
-		if !slices.Contains(Aims, a) {
-			probs = append(probs, Problem{Reason: ReasonAimInvalid, Message: fmt.Sprintf("Invalid value %q", a), Value: &a, Expected: Aims})
-		}
-	}
+	c.aim(&n)
+	probs := c.probs
 
 	// A file name has its own reason, whatever is wrong with it.
 	switch f := strings.TrimSpace(get("filename")); {
@@ -253,6 +209,68 @@ func Create(get func(name string) string, rules Rules) (store.NewRequest, []Prob
 		}
 	}
 	return n, probs
+}
+
+// checker collects the problems of create's parameters, of either API.
+type checker struct {
+	get   func(name string) string
+	probs []Problem
+}
+
+// text trims a parameter and checks it; ok is false after a problem.
+func (c *checker) text(name string, max int) (string, bool) {
+	v := strings.TrimSpace(c.get(name))
+	if v == "" {
+		c.probs = append(c.probs, Missing(name))
+		return "", false
+	}
+	if why := textProblem(v, max); why != "" {
+		c.probs = append(c.probs, Invalid(name, v, why))
+		return "", false
+	}
+	return v, true
+}
+
+func (c *checker) target(n *store.NewRequest, rules Rules) {
+	if t, ok := c.text("target", MaxTarget); ok {
+		n.Target = t
+		if !slices.Contains(rules.Targets, t) {
+			c.probs = append(c.probs, Problem{Reason: ReasonTargetInvalid, Message: fmt.Sprintf("Invalid value %q", t),
+				Value: &t, Expected: rules.Targets})
+		}
+	}
+}
+
+func (c *checker) contract(n *store.NewRequest, rules Rules) {
+	ct, ok := c.text("contract", MaxContract)
+	if !ok {
+		return
+	}
+	n.Contract = ct
+	switch {
+	case scenario.Is(ct):
+		sc, err := scenario.Parse(ct)
+		switch {
+		case err != nil:
+			c.probs = append(c.probs, Problem{Reason: ReasonScenarioInvalid, Message: "Invalid scenario contract: " + err.Error(),
+				Value: &ct})
+		case sc.ContractNotFound:
+			c.probs = append(c.probs, Problem{Reason: ReasonContractNotFound, Message: "Can not find contract " + ct, Code: ct})
+		default:
+			n.Scenario, n.HoldPolls = &n.Contract, sc.Polls
+		}
+	case rules.ContractValidFunc != nil && !rules.ContractValidFunc(ct):
+		c.probs = append(c.probs, Problem{Reason: ReasonContractNotFound, Message: "Can not find contract " + ct, Code: ct})
+	}
+}
+
+func (c *checker) aim(n *store.NewRequest) {
+	if a, ok := c.text("aim", MaxAim); ok {
+		n.Aim = a
+		if !slices.Contains(Aims, a) {
+			c.probs = append(c.probs, Problem{Reason: ReasonAimInvalid, Message: fmt.Sprintf("Invalid value %q", a), Value: &a, Expected: Aims})
+		}
+	}
 }
 
 func validEmail(s string) bool {

@@ -52,6 +52,7 @@ type Endpoint struct {
 	idle    *time.Timer           // nil while a connection is open
 	current *session              // the rsync running or starting, if any
 	res     Result
+	kill    string // set by Kill: why a running rsync is killed at once
 }
 
 // Result is what an endpoint's sessions did so far.
@@ -67,6 +68,10 @@ type Result struct {
 	Exit int
 	// OK is true when the last rsync that ended exited 0.
 	OK bool
+	// Paths are the path arguments of the last rsync that ended, relative
+	// to the transfer folder ("origin.dump" for /data/origin.dump): what an
+	// upload wrote, what a download read.
+	Paths []string
 	// BytesIn and BytesOut count the rsync protocol bytes read from and
 	// written to clients (file data plus rsync's own overhead).
 	BytesIn, BytesOut int64
@@ -155,6 +160,18 @@ func (e *Endpoint) Close() error {
 	return nil
 }
 
+// Kill closes the endpoint as Close does, but kills a running rsync at
+// once, telling its client reason.
+func (e *Endpoint) Kill(reason string) {
+	e.once.Do(func() {
+		e.mu.Lock()
+		e.kill = reason
+		e.mu.Unlock()
+		e.shutdown()
+	})
+	<-e.done
+}
+
 func (e *Endpoint) shutdown() {
 	e.mu.Lock()
 	e.stopped = true
@@ -162,10 +179,14 @@ func (e *Endpoint) shutdown() {
 	if e.idle != nil {
 		e.idle.Stop()
 	}
-	cur := e.current
+	cur, kill := e.current, e.kill
 	e.mu.Unlock()
 	e.ln.Close()
-	if cur != nil {
+	switch {
+	case cur != nil && kill != "":
+		e.logger.Info("killing the running rsync", "reason", kill)
+		cur.stop(kill)
+	case cur != nil:
 		t := time.NewTimer(e.s.cfg.StopGrace)
 		select {
 		case <-cur.done:

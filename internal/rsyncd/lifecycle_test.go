@@ -210,6 +210,32 @@ func TestCloseKillsRsync(t *testing.T) {
 	}
 }
 
+// TestKillStopsRsyncAtOnce: Kill does not wait StopGrace; the client
+// hears the reason.
+func TestKillStopsRsyncAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *rsyncd.Config) { c.StopGrace = time.Minute })
+	ep := e.open(rsyncd.Upload)
+	src := filepath.Join(e.work, "origin.sql")
+	writeFile(t, src, randomBytes(t, 8<<20))
+	client := e.startRsync(ep, []string{"--bwlimit=256"}, src, remote("origin.sql"))
+	waitFor(t, "the temporary", 30*time.Second, func() bool { return tempFile(e.data, "origin.sql", 1) != "" })
+	start := time.Now()
+	ep.Kill("the upload is larger than this server accepts")
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("Kill took %v", took)
+	}
+	if p := processesIn(t, e.data); len(p) > 0 {
+		t.Errorf("processes left in the transfer folder: %q", p)
+	}
+	if r := client.wait(); r.code == 0 || !strings.Contains(r.stderr, "larger than this server accepts") {
+		t.Errorf("client: %s", r)
+	}
+	if res := ep.Result(); res.OK || res.Running {
+		t.Errorf("Result = %+v", res)
+	}
+}
+
 // TestIdleClose: an endpoint without connections closes itself after
 // IdleTimeout; one whose client keeps a transfer going longer than that
 // stays open until the transfer ends, then closes.

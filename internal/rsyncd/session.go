@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -333,6 +334,7 @@ func (e *Endpoint) run(ch gossh.Channel, c *command, s *session, logger *slog.Lo
 	e.res.Running = false
 	e.res.Exit = exit
 	e.res.OK = exit == 0 && killed == ""
+	e.res.Paths = slices.Clone(c.paths)
 	switch {
 	case killed != "":
 		e.res.Err = "killed: " + killed

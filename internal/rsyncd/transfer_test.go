@@ -3,6 +3,7 @@ package rsyncd_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,7 +39,7 @@ func TestUploadFolder(t *testing.T) {
 		t.Errorf("uploaded folder differs (-sent +received):\n%s", diff)
 	}
 	res := ep.Result()
-	if res.Sessions != 1 || !res.OK || res.Exit != 0 || res.Running || res.BytesIn < 5<<20 {
+	if res.Sessions != 1 || !res.OK || res.Exit != 0 || res.Running || res.BytesIn < 5<<20 || !slices.Equal(res.Paths, []string{"origin.dump"}) {
 		t.Errorf("Result = %+v", res)
 	}
 }

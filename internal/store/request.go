@@ -102,7 +102,21 @@ type Request struct {
 	Scenario    *string
 	HoldPolls   int
 	StatusPolls int
+
+	// Fields of requests made by Odoo's own client (internal/rpcapi).
+	// EnvVars are its NAME=VALUE environment for the command engine;
+	// SSHKey the public key its rsync transfers log in with; Output how
+	// the upgraded dump is written (OutputDirectory for that client);
+	// ClientArchive the archive version its pg_dump writes ("" unknown).
+	EnvVars       []string
+	SSHKey        *string
+	Output        string
+	ClientArchive *string
 }
+
+// OutputDirectory writes the upgraded dump as a directory-format dump
+// (Request.Output); "" writes it in the upload's own format.
+const OutputDirectory = "directory"
 
 // NewRequest holds what create needs; the key is chosen by the caller.
 type NewRequest struct {
@@ -116,6 +130,12 @@ type NewRequest struct {
 	// Scenario and HoldPolls describe a scenario request.
 	Scenario  *string
 	HoldPolls int
+	// TokenHash (the hex sha256 of the token), EnvVars, SSHKey and Output
+	// describe a request of Odoo's own client.
+	TokenHash *string
+	EnvVars   []string
+	SSHKey    *string
+	Output    string
 }
 
 const requestColumns = `id, key, contract, email, target, aim, filename, timezone, state, issue,
@@ -123,7 +143,7 @@ const requestColumns = `id, key, contract, email, target, aim, filename, timezon
 	(upload_token IS NOT NULL AND upload_lease_until > now()),
 	queued_at, processed_at, finished_at, estimated_seconds, database_uuid, database_version,
 	postgresql, compressions, filestore, customer_message, sftp_granted_at, sftp_expires_at,
-	scenario, hold_polls, status_polls, upload_name`
+	scenario, hold_polls, status_polls, upload_name, env_vars, ssh_key, output, client_archive`
 
 func scanRequest(row pgx.Row) (Request, error) {
 	var r Request
@@ -132,7 +152,7 @@ func scanRequest(row pgx.Row) (Request, error) {
 		&r.UploadSHA256, &r.UploadCompletedAt, &r.Uploading, &r.QueuedAt, &r.ProcessedAt,
 		&r.FinishedAt, &r.EstimatedSeconds, &r.DatabaseUUID, &r.DatabaseVersion, &r.PostgreSQL,
 		&r.Compressions, &r.Filestore, &r.CustomerMessage, &r.SFTPGrantedAt, &r.SFTPExpiresAt,
-		&r.Scenario, &r.HoldPolls, &r.StatusPolls, &r.UploadName)
+		&r.Scenario, &r.HoldPolls, &r.StatusPolls, &r.UploadName, &r.EnvVars, &r.SSHKey, &r.Output, &r.ClientArchive)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Request{}, ErrNotFound
 	}
@@ -142,10 +162,12 @@ func scanRequest(row pgx.Row) (Request, error) {
 // CreateRequest stores a new draft request and returns it.
 func (s *Store) CreateRequest(ctx context.Context, n NewRequest) (Request, error) {
 	r, err := scanRequest(s.pool.QueryRow(ctx, `
-		INSERT INTO requests (key, contract, email, target, aim, filename, timezone, scenario, hold_polls)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		INSERT INTO requests (key, contract, email, target, aim, filename, timezone, scenario, hold_polls,
+			token_hash, env_vars, ssh_key, output)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, COALESCE($11::text[], '{}'), $12, $13)
 		RETURNING `+requestColumns,
-		n.Key, n.Contract, n.Email, n.Target, n.Aim, n.Filename, n.Timezone, n.Scenario, n.HoldPolls))
+		n.Key, n.Contract, n.Email, n.Target, n.Aim, n.Filename, n.Timezone, n.Scenario, n.HoldPolls,
+		n.TokenHash, n.EnvVars, n.SSHKey, n.Output))
 	if err != nil {
 		return Request{}, fmt.Errorf("store: create request: %w", err)
 	}
