@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -28,16 +27,24 @@ import (
 	"time"
 )
 
-// Name is one file of a request. A name may hold slashes (a set of files,
-// such as a directory archive: "upload.d/toc.dat"), never "..".
+// Name is one file of a request ("upload-ab12", "notes.html": no slash),
+// or one set of files (a name ending with "/", such as "upload-ab12/": see
+// SetName and CommitDir).
 type Name string
 
 // The files of a request.
 const (
-	Upload          Name = "upload"     // the dump as received
-	UpgradedArchive Name = "upgraded"   // the upgraded dump, in the upload's own format
-	Notes           Name = "notes.html" // the upgrade report
-	Modules         Name = "modules.zip"
+	Upload          Name = "upload"      // the dump as received
+	UpgradedArchive Name = "upgraded"    // the upgraded dump, in the upload's own format
+	Notes           Name = "notes.html"  // the upgrade report
+	Modules         Name = "modules.zip" // the modules before and after
+	// UpgradedDir is the upgraded dump as a directory-format dump: a set
+	// (toc.dat and its data files), for a request whose output is a
+	// directory, instead of UpgradedArchive.
+	UpgradedDir Name = "upgraded.d/"
+	// FilestoreSet is the upgraded database's Odoo filestore, a set, beside
+	// UpgradedDir when the run had one.
+	FilestoreSet Name = "filestore/"
 )
 
 // Sentinel errors; match them with errors.Is.
@@ -87,6 +94,16 @@ type Config struct {
 
 // backend is a place to keep files by key ("<id>/<name>").
 type backend interface {
+	// parallel is how many files a set's operations move at once.
+	parallel() int
+	// linkFile stores lf as key without copying it where it can (a hard
+	// link), false when it cannot and nothing was stored.
+	linkFile(ctx context.Context, key string, lf *localFile) (bool, error)
+	// linkOut makes dst a read-only hard link to key's file where it can,
+	// false when it cannot and nothing was made.
+	linkOut(ctx context.Context, key, dst string) (bool, error)
+	// syncDirs makes a set's committed members' folders durable.
+	syncDirs(prefixKey string, members []SetMember)
 	create(ctx context.Context, key string) (sink, error)
 	open(ctx context.Context, key string) (Object, error)
 	stat(ctx context.Context, key string) (Info, error)
@@ -112,6 +129,11 @@ type Store struct {
 	b      backend
 	local  string
 	logger *slog.Logger
+	// setStale: a set marker this old belongs to a dead process.
+	setStale time.Duration
+	// crashAfter (tests): a set commit stops as a crash would once this
+	// many members are stored.
+	crashAfter int
 }
 
 // Open returns the store cfg names, after checking it can be reached: an
@@ -120,7 +142,7 @@ func Open(ctx context.Context, logger *slog.Logger, cfg Config) (*Store, error) 
 	if cfg.Local == "" {
 		return nil, errors.New("files: no local folder")
 	}
-	s := &Store{local: cfg.Local, logger: logger.With("component", "files")}
+	s := &Store{local: cfg.Local, logger: logger.With("component", "files"), setStale: setStale}
 	raw := cfg.URL
 	if raw == "" {
 		raw = "file://" + filepath.Join(cfg.Local, "requests")
@@ -154,10 +176,15 @@ func Open(ctx context.Context, logger *slog.Logger, cfg Config) (*Store, error) 
 // Describe names the store for logs (no secret).
 func (s *Store) Describe() string { return s.b.describe() }
 
+// key is the key of a request's file: a plain name, not hidden, not a set
+// nor a set's manifest.
 func key(id int64, name Name) (string, error) {
 	n := string(name)
-	if id <= 0 || n == "" || strings.HasPrefix(n, "/") || path.Clean(n) != n || n == "." || strings.HasPrefix(n, "../") || n == ".." ||
-		strings.Contains(n, "/../") || strings.HasPrefix(path.Base(n), ".") {
+	if id <= 0 || n == "" || strings.ContainsAny(n, "/\\") || n == "." || n == ".." || strings.HasPrefix(n, ".") ||
+		strings.HasSuffix(n, ManifestSuffix) || strings.ContainsFunc(n, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		if name.IsSet() {
+			return "", fmt.Errorf("files: %q of request %d is a set, not a file", n, id)
+		}
 		return "", fmt.Errorf("files: bad name %q of request %d", n, id)
 	}
 	return strconv.FormatInt(id, 10) + "/" + n, nil
@@ -174,8 +201,13 @@ func (s *Store) Open(ctx context.Context, id int64, name Name) (Object, error) {
 	return s.b.open(ctx, k)
 }
 
-// Stat describes a request's file; ErrNotExist when it has none.
+// Stat describes a request's file or committed set (its Size the sum of
+// its members', its ETag the sha256 of its manifest); ErrNotExist when it
+// has none.
 func (s *Store) Stat(ctx context.Context, id int64, name Name) (Info, error) {
+	if name.IsSet() {
+		return s.statSet(ctx, id, name)
+	}
 	k, err := key(id, name)
 	if err != nil {
 		return Info{}, err
@@ -185,13 +217,35 @@ func (s *Store) Stat(ctx context.Context, id int64, name Name) (Info, error) {
 	return info, err
 }
 
-// List returns the files of a request (names relative to it).
+// List returns the files of a request (names relative to it) and its
+// committed sets, one entry each (described as Stat does); never a set's
+// members or manifest, nor an incomplete set.
 func (s *Store) List(ctx context.Context, id int64) ([]Info, error) {
 	infos, err := s.b.list(ctx, prefix(id))
-	for i := range infos {
-		infos[i].Name = Name(strings.TrimPrefix(string(infos[i].Name), prefix(id)))
+	if err != nil {
+		return nil, err
 	}
-	return infos, err
+	var out []Info
+	for _, info := range infos {
+		n := strings.TrimPrefix(string(info.Name), prefix(id))
+		switch {
+		case strings.Contains(n, "/"):
+			continue // a set's member
+		case strings.HasSuffix(n, ManifestSuffix):
+			set, err := s.statSet(ctx, id, SetName(strings.TrimSuffix(n, ManifestSuffix)))
+			if errors.Is(err, ErrNotExist) {
+				continue // removed meanwhile
+			}
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, set)
+		default:
+			info.Name = Name(n)
+			out = append(out, info)
+		}
+	}
+	return out, nil
 }
 
 // Writer writes a new version of a file; it replaces the old one only at
@@ -265,7 +319,15 @@ func (s *Store) WriteFile(ctx context.Context, id int64, name Name, data []byte)
 
 // Link makes to the same content as from (a hard link locally, a copy in
 // the store's own side for objects): no byte passes through this process.
+// Both are files, or both are sets (to then gets from's members and
+// manifest, replacing a set of its name).
 func (s *Store) Link(ctx context.Context, id int64, from, to Name) error {
+	if from.IsSet() || to.IsSet() {
+		if !from.IsSet() || !to.IsSet() {
+			return fmt.Errorf("files: cannot link %q to %q: a set links only to a set", string(from), string(to))
+		}
+		return s.linkSet(ctx, id, from, to)
+	}
 	kf, err := key(id, from)
 	if err != nil {
 		return err
@@ -277,10 +339,17 @@ func (s *Store) Link(ctx context.Context, id int64, from, to Name) error {
 	return s.b.copy(ctx, kf, kt)
 }
 
-// Remove removes files of a request (missing ones are no error).
+// Remove removes files and sets of a request (missing ones are no error);
+// a set goes manifest first, so it never shows incomplete.
 func (s *Store) Remove(ctx context.Context, id int64, names ...Name) error {
 	var keys []string
 	for _, n := range names {
+		if n.IsSet() {
+			if err := s.removeSet(ctx, id, n); err != nil {
+				return err
+			}
+			continue
+		}
 		k, err := key(id, n)
 		if err != nil {
 			return err
@@ -290,21 +359,25 @@ func (s *Store) Remove(ctx context.Context, id int64, names ...Name) error {
 	return s.b.remove(ctx, keys...)
 }
 
-// RemovePrefix removes every file of a request whose name starts with p
-// (a set such as "upload.d/").
+// RemovePrefix removes the set p of a request ("upload-ab12/"): its
+// manifest, its members, and what an incomplete commit of it left.
 func (s *Store) RemovePrefix(ctx context.Context, id int64, p Name) error {
-	if _, err := key(id, Name(strings.TrimSuffix(string(p), "/"))); err != nil {
-		return err
+	if !p.IsSet() {
+		return fmt.Errorf("files: %q of request %d is not a set name (it ends with /)", string(p), id)
 	}
-	return s.b.removePrefix(ctx, prefix(id)+string(p))
+	return s.removeSet(ctx, id, p)
 }
 
-// RemoveRequest removes every file of a request, and its staging folder.
+// RemoveRequest removes every file and set of a request, and its staging
+// folder.
 func (s *Store) RemoveRequest(ctx context.Context, id int64) error {
 	if err := os.RemoveAll(s.StagingDir(id)); err != nil {
 		return err
 	}
-	return s.b.removePrefix(ctx, prefix(id))
+	if err := s.b.removePrefix(ctx, prefix(id)); err != nil {
+		return err
+	}
+	return s.b.removePrefix(ctx, setMarkers+prefix(id))
 }
 
 // Requests returns the ids that have files in the store.

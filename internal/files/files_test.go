@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -201,20 +202,23 @@ func TestWriterAndLink(t *testing.T) {
 func TestSetsAndRemoval(t *testing.T) {
 	backends(t, func(t *testing.T, s *files.Store) {
 		ctx := context.Background()
-		for _, n := range []files.Name{"upload.d/toc.dat", "upload.d/3001.dat.gz", "upload.d/sub/x"} {
-			if err := s.WriteFile(ctx, 9, n, []byte(n)); err != nil {
-				t.Fatal(err)
-			}
+		dir := t.TempDir()
+		for _, n := range []string{"toc.dat", "3001.dat.gz", "sub/x"} {
+			os.MkdirAll(filepath.Dir(filepath.Join(dir, n)), 0o700)
+			os.WriteFile(filepath.Join(dir, n), []byte(n), 0o600)
+		}
+		if _, err := s.CommitDir(ctx, 9, "upload.d/", dir, 0); err != nil {
+			t.Fatal(err)
 		}
 		s.WriteFile(ctx, 9, files.Upload, []byte("u"))
 		s.WriteFile(ctx, 10, files.Upload, []byte("other"))
 		var names []string
 		list, _ := s.List(ctx, 9)
 		for _, i := range list {
-			names = append(names, string(i.Name))
+			names = append(names, fmt.Sprintf("%s:%d", i.Name, i.Size))
 		}
 		sort.Strings(names)
-		if strings.Join(names, ",") != "upload,upload.d/3001.dat.gz,upload.d/sub/x,upload.d/toc.dat" {
+		if strings.Join(names, ",") != "upload.d/:23,upload:1" {
 			t.Fatalf("list: %v", names)
 		}
 		if err := s.RemovePrefix(ctx, 9, "upload.d/"); err != nil {
@@ -223,18 +227,27 @@ func TestSetsAndRemoval(t *testing.T) {
 		if list, _ := s.List(ctx, 9); len(list) != 1 {
 			t.Fatalf("after RemovePrefix: %+v", list)
 		}
+		if keys, _ := files.RawKeys(ctx, s, "9/upload.d"); len(keys) != 0 {
+			t.Fatalf("after RemovePrefix the store holds %v", keys)
+		}
 		ids, err := s.Requests(ctx)
 		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 		if err != nil || len(ids) != 2 || ids[0] != 9 || ids[1] != 10 {
 			t.Fatalf("requests %v %v", ids, err)
 		}
-		// RemoveRequest removes a request's files and its staging, only.
+		// RemoveRequest removes a request's files and sets and its staging, only.
+		if _, err := s.CommitDir(ctx, 9, "upload.d/", dir, 0); err != nil {
+			t.Fatal(err)
+		}
 		os.MkdirAll(s.StagingDir(9), 0o700)
 		if err := s.RemoveRequest(ctx, 9); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Stat(ctx, 9, files.Upload); !errors.Is(err, files.ErrNotExist) {
 			t.Fatal("request 9 keeps its upload")
+		}
+		if keys, _ := files.RawKeys(ctx, s, "9/"); len(keys) != 0 {
+			t.Fatalf("request 9 keeps %v", keys)
 		}
 		if _, err := os.Stat(s.StagingDir(9)); !errors.Is(err, os.ErrNotExist) {
 			t.Fatal("request 9 keeps its staging")
@@ -277,7 +290,8 @@ func TestNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []files.Name{"", "../x", "a/../../x", "/etc/passwd", ".part-x", "a/.hidden", ".", "a//b"} {
+	for _, n := range []files.Name{"", "../x", "a/../../x", "/etc/passwd", ".part-x", "a/.hidden", ".", "a//b",
+		"a/b", "upload.d/toc.dat", "upload.d/", "x.manifest", "a\nb", `a\b`} {
 		if err := s.WriteFile(context.Background(), 1, n, []byte("x")); err == nil {
 			t.Errorf("name %q accepted", n)
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -283,4 +284,72 @@ func (l *local) sweepPartials(ctx context.Context, minAge time.Duration) (int, e
 		return nil
 	})
 	return n, err
+}
+
+func (l *local) parallel() int { return 2 }
+
+// linkFile makes a staged file the store's by a hard link: only a plain
+// file with no other link, of this process's user (or of any, when it is
+// root), on the same file system. The link is checked to be the very file
+// opened, then made this process's user's, mode 0600, as every file of
+// the store.
+func (l *local) linkFile(ctx context.Context, key string, lf *localFile) (bool, error) {
+	sys, ok := lf.st.Sys().(*syscall.Stat_t)
+	if !ok || sys.Nlink != 1 || !lf.st.Mode().IsRegular() {
+		return false, nil
+	}
+	euid, egid := os.Geteuid(), os.Getegid()
+	if int(sys.Uid) != euid && euid != 0 {
+		return false, nil
+	}
+	dst := l.path(key)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return false, err
+	}
+	if l.fsync {
+		if err := lf.f.Sync(); err != nil {
+			return false, err
+		}
+	}
+	if err := os.Link(lf.path, dst); err != nil {
+		return false, nil // another file system, or links refused: a copy
+	}
+	undo := func() (bool, error) { return false, os.Remove(dst) }
+	st, err := os.Lstat(dst)
+	if err != nil || !os.SameFile(st, lf.st) {
+		return undo()
+	}
+	if int(sys.Uid) != euid || int(sys.Gid) != egid {
+		if err := lf.f.Chown(euid, egid); err != nil {
+			return undo()
+		}
+	}
+	if err := lf.f.Chmod(0o600); err != nil {
+		return undo()
+	}
+	return true, nil
+}
+
+// linkOut hard-links a stored file to dst, read-only (the mode is the
+// file's: the store never writes a file in place, it replaces it).
+func (l *local) linkOut(ctx context.Context, key, dst string) (bool, error) {
+	if err := os.Link(l.path(key), dst); err != nil {
+		return false, nil
+	}
+	return true, os.Chmod(dst, 0o444)
+}
+
+func (l *local) syncDirs(prefixKey string, members []SetMember) {
+	if !l.fsync {
+		return
+	}
+	done := map[string]bool{}
+	for _, m := range members {
+		dir := filepath.Dir(l.path(prefixKey + m.Name))
+		if !done[dir] {
+			done[dir] = true
+			syncDir(dir)
+		}
+	}
+	syncDir(filepath.Dir(l.path(strings.TrimSuffix(prefixKey, "/"))))
 }

@@ -325,3 +325,13 @@ func (s *s3store) sweepPartials(ctx context.Context, minAge time.Duration) (int,
 	}
 	return n, nil
 }
+
+func (s *s3store) parallel() int { return 4 }
+
+func (s *s3store) linkFile(ctx context.Context, key string, lf *localFile) (bool, error) {
+	return false, nil
+}
+
+func (s *s3store) linkOut(ctx context.Context, key, dst string) (bool, error) { return false, nil }
+
+func (s *s3store) syncDirs(prefixKey string, members []SetMember) {}

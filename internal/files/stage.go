@@ -142,10 +142,17 @@ func retryEINTR(fn func() error) error {
 
 // SweepPartials removes what interrupted writes left that is older than
 // minAge and that no live writer holds: local ".part-*" files (a writer
-// locks its own), and incomplete multipart uploads in object storage.
-// Several processes may sweep at any time: a live write is never touched.
+// locks its own), incomplete multipart uploads in object storage, and the
+// members of sets whose commit (or removal) a dead process left without a
+// manifest (a live commit keeps its marker fresh; see CommitDir). Several
+// processes may sweep at any time: a live write is never touched.
 func (s *Store) SweepPartials(ctx context.Context, minAge time.Duration) (int, error) {
-	return s.b.sweepPartials(ctx, minAge)
+	n, err := s.b.sweepPartials(ctx, minAge)
+	if err != nil {
+		return n, err
+	}
+	m, err := s.sweepSets(ctx, minAge)
+	return n + m, err
 }
 
 // Import stages an import's files before its database transaction
