@@ -295,13 +295,18 @@ func (r *run) inspect(lim dump.Limits) (dump.Info, error) {
 func (r *run) outputDir() bool { return r.job.Output == OutputDirectory || r.set != nil }
 
 // upgradedSize is the size of the upgraded dump (of all its files for a
-// directory), 0 when there is none.
+// directory), 0 when there is none. A scenario run asked for a directory
+// may have given the upload back as an archive (see passthrough).
 func (r *run) upgradedSize(ctx context.Context) int64 {
-	name := files.UpgradedArchive
 	if r.outputDir() {
-		name = files.UpgradedDir
+		if info, err := r.e.cfg.Files.Stat(ctx, r.job.ID, files.UpgradedDir); err == nil {
+			return info.Size
+		}
+		if r.set != nil {
+			return 0
+		}
 	}
-	if info, err := r.e.cfg.Files.Stat(ctx, r.job.ID, name); err == nil {
+	if info, err := r.e.cfg.Files.Stat(ctx, r.job.ID, files.UpgradedArchive); err == nil {
 		return info.Size
 	}
 	return 0

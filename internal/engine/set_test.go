@@ -322,11 +322,12 @@ func TestPassthroughSets(t *testing.T) {
 		t.Fatalf("custom to directory: %v", err)
 	}
 	// A scenario run does not fail on it: it gives the upload back.
-	if _, err := e.eng.RunMock(ctx, j, engine.Hooks{}, 0); err != nil {
+	res, err = e.eng.RunMock(ctx, j, engine.Hooks{}, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.files.Stat(ctx, j.ID, files.UpgradedArchive); err != nil {
-		t.Fatal(err)
+	if st, err := e.files.Stat(ctx, j.ID, files.UpgradedArchive); err != nil || res.UpgradedSize != st.Size {
+		t.Fatalf("scenario run: %+v, archive %+v %v", res, st, err)
 	}
 	j = e.setJob(map[string][]byte{"toc.dat": []byte("anything")}, "16.0", engine.OutputDirectory)
 	res, err = e.eng.RunMock(ctx, j, engine.Hooks{}, 0)
