@@ -39,9 +39,10 @@ type Info struct {
 	// ManifestPG is the manifest's pg_version as a major version.
 	ManifestPG string
 	// DirTOC and DirFiles describe a directory archive (a zip or tar of the
-	// folder): the member name of its toc.dat, and the names, relative to
-	// toc.dat's folder, of every data file toc.dat and blobs.toc name, each
-	// a plain file of the archive. A restore extracts these and nothing else.
+	// folder, or the folder itself: see InspectFS): the member name of its
+	// toc.dat, and the names, relative to toc.dat's folder, of every data
+	// file toc.dat and blobs.toc name, each a plain file of the archive. A
+	// restore extracts these and nothing else.
 	DirTOC   string
 	DirFiles []string
 }

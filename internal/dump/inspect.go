@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"strings"
@@ -74,11 +75,94 @@ func InspectLimited(ra io.ReaderAt, size int64, lim Limits) (info Info, err erro
 	if err != nil {
 		return info, err
 	}
+	return finish(info, t)
+}
+
+// finish fills the Odoo facts from the rows read; a dump without them is
+// not an Odoo database.
+func finish(info Info, t *tables) (Info, error) {
 	t.finish(&info)
 	if info.DatabaseVersion == "" {
 		return info, formatErr("this dump holds no Odoo database: ir_module_module has no base module (is it the right database?)")
 	}
 	return info, nil
+}
+
+// InspectFS reads a directory-format dump given as a folder of files,
+// toc.dat at its top (a folder uploaded as such, over rsync say), with the
+// same parser, checks and limits as a zipped or tarred directory archive
+// (see InspectLimited): only toc.dat and the data files it (and blobs.toc)
+// names are read, each of pg_dump's names and a plain file at the top of
+// fsys. Other files and subfolders are ignored; a member of the top that is
+// a link, a device or a pipe, or whose name is malformed, is refused.
+// Format is "directory", Compressions ["pgdmp_directory","sql"] (no layer
+// around the dump), DirTOC "toc.dat" and DirFiles the data files.
+func InspectFS(fsys fs.FS, lim Limits) (info Info, err error) {
+	defer func() {
+		if err != nil && !IsFormatError(err) && isDamage(err) {
+			err = formatErr("the dump is truncated or damaged (%v); upload it again", err)
+		}
+	}()
+	t := &tables{budget: newBudget(lim)}
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return Info{}, fmt.Errorf("dump: read the folder: %w", err)
+	}
+	files := map[string]bool{}
+	for _, e := range entries {
+		if _, err := CheckMemberName(e.Name()); err != nil {
+			return Info{}, err
+		}
+		if e.IsDir() {
+			continue
+		}
+		if err := checkMemberMode(e.Name(), e.Type()); err != nil {
+			return Info{}, err
+		}
+		files[e.Name()] = true
+	}
+	if !files["toc.dat"] {
+		if len(files) == 0 && len(entries) == 0 {
+			return Info{}, formatErr("the upload is empty")
+		}
+		return Info{}, formatErr("the folder holds no toc.dat: upload the folder pg_dump --format=directory wrote")
+	}
+	open := func(name string) opener {
+		return func() (io.Reader, func(), error) {
+			f, err := fsys.Open(name)
+			if err != nil {
+				return nil, nil, fmt.Errorf("dump: open %s: %w", name, err)
+			}
+			st, err := f.Stat()
+			if err != nil {
+				f.Close()
+				return nil, nil, fmt.Errorf("dump: open %s: %w", name, err)
+			}
+			if err := checkMemberMode(name, st.Mode()); err != nil {
+				f.Close()
+				return nil, nil, err
+			}
+			return f, func() { f.Close() }, nil
+		}
+	}
+	info.DirTOC = "toc.dat"
+	toc := open("toc.dat")
+	err = inspectDirectory(func() (io.Reader, func(), error) {
+		r, closeFn, err := toc()
+		if err != nil {
+			return nil, nil, err
+		}
+		return t.budget.expand(r), closeFn, nil
+	}, func(name string) opener {
+		if files[name] {
+			return open(name)
+		}
+		return nil
+	}, &info, t)
+	if err != nil {
+		return info, err
+	}
+	return finish(info, t)
 }
 
 func isDamage(err error) bool {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -88,11 +89,29 @@ type Config struct {
 // satisfies it.
 type FileStore interface {
 	Open(ctx context.Context, id int64, name files.Name) (files.Object, error)
+	OpenSet(ctx context.Context, id int64, set files.Name) (*files.Set, error)
 	Stat(ctx context.Context, id int64, name files.Name) (files.Info, error)
 	Create(ctx context.Context, id int64, name files.Name) (*files.Writer, error)
+	CommitFS(ctx context.Context, id int64, set files.Name, fsys fs.FS, max int64) (files.Received, error)
 	WriteFile(ctx context.Context, id int64, name files.Name, data []byte) error
 	Link(ctx context.Context, id int64, from, to files.Name) error
+	Remove(ctx context.Context, id int64, names ...files.Name) error
 }
+
+// Output is the form of a run's upgraded dump.
+type Output string
+
+const (
+	// OutputAsUploaded is the upload's own format, as files.UpgradedArchive
+	// (custom stays custom, an Odoo zip stays an Odoo zip…); for an upload
+	// that is a set, a directory, as OutputDirectory.
+	OutputAsUploaded Output = ""
+	// OutputDirectory is a directory-format dump (what pg_restore
+	// --format=directory reads) as the set files.UpgradedDir, with the
+	// run's Odoo filestore, when it has one, as the set
+	// files.FilestoreSet. No files.UpgradedArchive is made.
+	OutputDirectory Output = "directory"
+)
 
 // Job is one request to run.
 type Job struct {
@@ -101,8 +120,13 @@ type Job struct {
 	Target   string
 	Aim      string
 	Filename string
-	// Upload is the request's upload (its file in the store).
+	// Upload is the request's upload: a file of the store, or a set
+	// (Upload.IsSet()) holding a directory-format dump, toc.dat at its top
+	// (a folder uploaded as such); of a set only toc.dat and the data
+	// files it names are read.
 	Upload files.Name
+	// Output is the form of the upgraded dump.
+	Output Output
 }
 
 // Hooks report progress to the caller while a job runs.
@@ -220,7 +244,7 @@ func (e *Engine) Run(ctx context.Context, job Job, hooks Hooks) (Result, error) 
 	if err := r.openUpload(ctx); err != nil {
 		return Result{}, err
 	}
-	defer r.src.Close()
+	defer r.closeUpload()
 	return r.run(ctx)
 }
 
@@ -229,24 +253,59 @@ func (e *Engine) newRun(job Job, hooks Hooks) *run {
 		scratch: scratchDB{name: fmt.Sprintf("%s%d_%d", e.prefix(), job.ID, job.Attempt)}}
 }
 
-// openUpload opens the request's upload, read by every step that needs it.
+// openUpload opens the request's upload, read by every step that needs it:
+// a file (r.src) or a set (r.set).
 func (r *run) openUpload(ctx context.Context) error {
 	if r.job.Upload == "" {
 		return customer("The request has no upload.")
 	}
-	o, err := r.e.cfg.Files.Open(ctx, r.job.ID, r.job.Upload)
+	if r.job.Output != OutputAsUploaded && r.job.Output != OutputDirectory {
+		return fmt.Errorf("engine: unknown output %q", r.job.Output)
+	}
+	var err error
+	if r.job.Upload.IsSet() {
+		r.set, err = r.e.cfg.Files.OpenSet(ctx, r.job.ID, r.job.Upload)
+	} else {
+		r.src, err = r.e.cfg.Files.Open(ctx, r.job.ID, r.job.Upload)
+	}
 	if errors.Is(err, files.ErrNotExist) {
 		return customer("The upload is missing from the server's storage; upload it again.")
 	}
 	if err != nil {
 		return fmt.Errorf("open the upload: %w", err)
 	}
-	r.src = o
 	return nil
 }
 
-// upgradedSize is the size of the upgraded dump, 0 when there is none.
+func (r *run) closeUpload() {
+	if r.src != nil {
+		r.src.Close()
+	}
+}
+
+// inspect inspects the upload within limits.
+func (r *run) inspect(lim dump.Limits) (dump.Info, error) {
+	if r.set != nil {
+		return dump.InspectFS(r.set, lim)
+	}
+	return dump.InspectLimited(r.src, r.src.Info().Size, lim)
+}
+
+// outputDir reports whether the run writes a directory-format dump.
+func (r *run) outputDir() bool { return r.job.Output == OutputDirectory || r.set != nil }
+
+// upgradedSize is the size of the upgraded dump (of all its files for a
+// directory), 0 when there is none. A scenario run asked for a directory
+// may have given the upload back as an archive (see passthrough).
 func (r *run) upgradedSize(ctx context.Context) int64 {
+	if r.outputDir() {
+		if info, err := r.e.cfg.Files.Stat(ctx, r.job.ID, files.UpgradedDir); err == nil {
+			return info.Size
+		}
+		if r.set != nil {
+			return 0
+		}
+	}
 	if info, err := r.e.cfg.Files.Stat(ctx, r.job.ID, files.UpgradedArchive); err == nil {
 		return info.Size
 	}
@@ -276,7 +335,8 @@ type run struct {
 	job      Job
 	hooks    Hooks
 	started  time.Time
-	src      files.Object // the upload
+	src      files.Object // the upload, a file
+	set      *files.Set   // the upload, a set (src is nil)
 	work     *workDir     // made by fullUpgrade
 	budget   *budget      // what the upload may expand to
 	info     dump.Info
@@ -312,7 +372,7 @@ func (r *run) timed(name string, fn func() error) error {
 func (r *run) run(ctx context.Context) (Result, error) {
 	r.budget = newBudget(r.e.cfg.MaxRestoreBytes)
 	err := r.timed("Inspecting the dump", func() error {
-		info, err := dump.InspectLimited(r.src, r.src.Info().Size, dump.Limits{MaxExpanded: r.e.cfg.MaxRestoreBytes})
+		info, err := r.inspect(dump.Limits{MaxExpanded: r.e.cfg.MaxRestoreBytes})
 		if err != nil {
 			if dump.IsFormatError(err) {
 				return customer("The uploaded file cannot be used: %v.", err)
@@ -339,7 +399,7 @@ func (r *run) run(ctx context.Context) (Result, error) {
 	switch r.e.cfg.Kind {
 	case Passthrough:
 		err = r.timed("Passing the upload through", func() error {
-			if err := r.passthrough(ctx); err != nil {
+			if err := r.passthrough(ctx, false); err != nil {
 				return err
 			}
 			if d := r.e.cfg.MockDuration; d > 0 {
@@ -381,8 +441,8 @@ func (e *Engine) RunMock(ctx context.Context, job Job, hooks Hooks, duration tim
 	if err := r.openUpload(ctx); err != nil {
 		return Result{}, err
 	}
-	defer r.src.Close()
-	info, err := dump.Inspect(r.src, r.src.Info().Size)
+	defer r.closeUpload()
+	info, err := r.inspect(dump.Limits{})
 	if err == nil {
 		r.info = info
 		if hooks.Inspected != nil {
@@ -395,7 +455,7 @@ func (e *Engine) RunMock(ctx context.Context, job Job, hooks Hooks, duration tim
 		r.log("info", "Scenario: the upload is not inspected (%v).", err)
 	}
 	if err := r.timed("Scenario run", func() error {
-		if err := r.passthrough(ctx); err != nil {
+		if err := r.passthrough(ctx, true); err != nil {
 			return err
 		}
 		t := time.NewTimer(duration)
@@ -419,8 +479,27 @@ func (e *Engine) RunMock(ctx context.Context, job Job, hooks Hooks, duration tim
 }
 
 // passthrough makes the upload the upgraded dump, without copying it
-// through this process (a hard link, or the object store's own copy).
-func (r *run) passthrough(ctx context.Context) error {
+// through this process (hard links, or the object store's own copies): a
+// set upload becomes files.UpgradedDir, a file files.UpgradedArchive. For
+// a directory output from a file, a zipped or tarred directory archive's
+// files are extracted into files.UpgradedDir; any other dump cannot become
+// a directory without PostgreSQL: a passthrough run fails, a scenario run
+// (mock) gives the upload as files.UpgradedArchive and says so in the log.
+func (r *run) passthrough(ctx context.Context, mock bool) error {
+	switch {
+	case r.set != nil:
+		if err := r.e.cfg.Files.Link(ctx, r.job.ID, r.job.Upload, files.UpgradedDir); err != nil {
+			return fmt.Errorf("link the upload: %w", err)
+		}
+		return nil
+	case r.job.Output == OutputDirectory && r.info.Format == "directory" && r.info.DirTOC != "":
+		return r.passDirectory(ctx)
+	case r.job.Output == OutputDirectory && !mock:
+		return customer("The passthrough engine cannot turn a %s dump into a directory-format dump (it runs no PostgreSQL); upload a directory-format dump.",
+			orUnknown(r.info.Format))
+	case r.job.Output == OutputDirectory:
+		r.log("info", "Scenario: the upload is not a directory-format dump; the upgraded dump is the upload as it came, and no directory is made.")
+	}
 	if err := r.e.cfg.Files.Link(ctx, r.job.ID, r.job.Upload, files.UpgradedArchive); err != nil {
 		return fmt.Errorf("link the upload: %w", err)
 	}

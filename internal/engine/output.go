@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -19,8 +20,12 @@ import (
 
 // dumpResult writes the upgraded dump in the upload's own format: custom
 // stays custom, an Odoo zip stays an Odoo zip, SQL stays SQL, gzip stays
-// gzip. It is written to a temporary file and renamed into place.
+// gzip. It is written to a temporary file and renamed into place. A
+// directory output (or a set upload's) is written as sets (dumpSets).
 func (r *run) dumpResult(ctx context.Context) error {
+	if r.outputDir() {
+		return r.dumpSets(ctx)
+	}
 	out, err := r.e.cfg.Files.Create(ctx, r.job.ID, files.UpgradedArchive)
 	if err != nil {
 		return err
@@ -201,6 +206,55 @@ func (r *run) dumpDirectory(ctx context.Context, w io.Writer, container string) 
 		return err
 	}
 	return closeFn()
+}
+
+// dumpSets writes the upgraded database as a directory-format dump into
+// the work folder, then commits it as the set files.UpgradedDir; the run's
+// filestore (an Odoo backup's, as the upgrade left it), when it holds
+// files, becomes the set files.FilestoreSet. The server reads back only
+// plain files the tools made (workDir.fs), and copies them: the tools
+// user never reaches the store.
+func (r *run) dumpSets(ctx context.Context) error {
+	const dir = "dump-dir"
+	if err := r.pgDump(ctx, io.Discard, "-Fd", "-f", dir); err != nil {
+		return err
+	}
+	if _, err := r.e.cfg.Files.CommitFS(ctx, r.job.ID, files.UpgradedDir, r.work.fs(dir), 0); err != nil {
+		return fmt.Errorf("store the upgraded dump: %w", err)
+	}
+	if !r.work.holdsFiles("filestore") {
+		return r.e.cfg.Files.Remove(ctx, r.job.ID, files.FilestoreSet)
+	}
+	if _, err := r.e.cfg.Files.CommitFS(ctx, r.job.ID, files.FilestoreSet, r.work.fs("filestore"), 0); err != nil {
+		if errors.Is(err, files.ErrRefused) {
+			return customer("The filestore cannot be stored as a folder: %s.", strings.TrimPrefix(err.Error(), "files: "))
+		}
+		return fmt.Errorf("store the filestore: %w", err)
+	}
+	return nil
+}
+
+// passDirectory extracts a zipped or tarred directory archive's toc.dat and
+// data files (no PostgreSQL work) and stores them as files.UpgradedDir.
+func (r *run) passDirectory(ctx context.Context) error {
+	w, err := r.e.tools.newWorkDir(r.e.work, r.scratch.name)
+	if err != nil {
+		return fmt.Errorf("work folder: %w", err)
+	}
+	defer func() {
+		if err := w.Close(); err != nil {
+			r.e.logger.Error("remove the work folder", "request_id", r.job.ID, "err", err)
+		}
+	}()
+	r.work = w
+	defer func() { r.work = nil }()
+	if err := r.extractDirectory(w, "dir"); err != nil {
+		return err
+	}
+	if _, err := r.e.cfg.Files.CommitFS(ctx, r.job.ID, files.UpgradedDir, w.fs("dir"), 0); err != nil {
+		return fmt.Errorf("store the directory: %w", err)
+	}
+	return nil
 }
 
 // dumpTarOfOne writes a tar holding one dump, as the upload was.

@@ -323,7 +323,10 @@ var metaRefusedRE = regexp.MustCompile(`line (\d+): error: backslash commands ar
 // files it names (inspection checked them: plain files of the archive with
 // pg_dump's names) into dst in w; nothing else of the archive is written.
 func (r *run) extractDirectory(w *workDir, dst string) error {
-	if r.info.DirTOC == "" {
+	if r.set != nil {
+		return r.copySetFiles(w, dst)
+	}
+	if r.info.DirTOC == "" || len(r.outerLayers()) == 0 {
 		return customer("The directory archive has no toc.dat.")
 	}
 	dir := path.Dir(r.info.DirTOC)
@@ -412,6 +415,35 @@ func (r *run) extractDirectory(w *workDir, dst string) error {
 	}
 	for member := range want {
 		return customer("The directory archive lacks %s.", member)
+	}
+	return nil
+}
+
+// copySetFiles copies an upload set's toc.dat and the data files it names
+// (inspection checked them: plain members with pg_dump's names) into dst
+// in w, for the tools user; nothing else of the set is read, and the
+// tools never reach the store. What is copied counts against the budget.
+func (r *run) copySetFiles(w *workDir, dst string) error {
+	if err := w.mkdirAll(dst); err != nil {
+		return err
+	}
+	for _, name := range append([]string{"toc.dat"}, r.info.DirFiles...) {
+		o, err := r.set.OpenMember(name)
+		if errors.Is(err, files.ErrNotExist) {
+			return customer("The upload lacks %s.", name)
+		}
+		if err != nil {
+			return fmt.Errorf("open %s of the upload: %w", name, err)
+		}
+		_, err = w.writeFile(path.Join(dst, name), r.budget.reader(o))
+		o.Close()
+		if err != nil {
+			var ce *CustomerError
+			if errors.As(err, &ce) {
+				return err
+			}
+			return fmt.Errorf("copy %s of the upload: %w", name, err)
+		}
 	}
 	return nil
 }

@@ -17,20 +17,45 @@ import (
 // turned into SQL.
 var ErrNoSQL = errors.New("engine: no SQL form of this file")
 
-// OpenSQL streams a request's file, a dump with the given layers, as plain
-// SQL, converting archives on the fly with pg_restore -f - (run as the
-// tools user, like every tool that reads an upload); compressions are the
-// dump's layers as inspection found them. Nothing is written to disk but a
+// OpenSQL streams a request's file, a dump with the given layers, or its
+// set (files.Name.IsSet: a directory-format dump, files.UpgradedDir or a
+// set upload), as plain SQL, converting archives on the fly with
+// pg_restore -f - (run as the tools user, like every tool that reads an
+// upload); compressions are the upload's layers as inspection found them
+// (none: not inspected yet, ErrNoSQL). Nothing is written to disk but a
 // directory archive's files.
 func (e *Engine) OpenSQL(ctx context.Context, id int64, name files.Name, compressions []string) (io.ReadCloser, error) {
 	if len(compressions) == 0 || compressions[len(compressions)-1] != "sql" {
 		return nil, ErrNoSQL
 	}
+	b := newBudget(e.cfg.MaxRestoreBytes)
+	if name.IsSet() {
+		// A directory-format dump given as a set: its toc.dat and data
+		// files are copied for pg_restore (the tools never reach the
+		// store); compressions only say the request was inspected.
+		set, err := e.cfg.Files.OpenSet(ctx, id, name)
+		if err != nil {
+			return nil, err
+		}
+		info, err := dump.InspectFS(set, dump.Limits{MaxExpanded: e.cfg.MaxRestoreBytes})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNoSQL, err)
+		}
+		w, err := e.tools.newWorkDir(e.work, "sql-stream-"+token.Hex(8))
+		if err != nil {
+			return nil, err
+		}
+		r := &run{e: e, set: set, info: info, budget: b, work: w}
+		if err := r.extractDirectory(w, "dir"); err != nil {
+			w.Close()
+			return nil, err
+		}
+		return e.pgRestoreStream(ctx, w.path, nil, func() { w.Close() }, "-Fd", "dir")
+	}
 	src, err := e.cfg.Files.Open(ctx, id, name)
 	if err != nil {
 		return nil, err
 	}
-	b := newBudget(e.cfg.MaxRestoreBytes)
 	fail := func(err error) (io.ReadCloser, error) {
 		src.Close()
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -310,4 +311,69 @@ func (w *workDir) walk(dir string, fn func(name string, f *os.File, st fs.FileIn
 		defer f.Close()
 		return fn(p, f, st)
 	})
+}
+
+// fs is the folder dir of the work folder as an fs.FS for the server to
+// read: a file opens only through open (a plain file the tools made, no
+// link followed out), and a link shows as one, never followed.
+func (w *workDir) fs(dir string) fs.FS { return workFS{w: w, dir: dir} }
+
+// holdsFiles reports whether the folder dir of the work folder holds at
+// least one file.
+func (w *workDir) holdsFiles(dir string) bool {
+	found := errors.New("found")
+	err := fs.WalkDir(w.fs(dir), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return found
+		}
+		return nil
+	})
+	return errors.Is(err, found)
+}
+
+type workFS struct {
+	w   *workDir
+	dir string
+}
+
+func (f workFS) path(op, name string) (string, error) {
+	if !fs.ValidPath(name) {
+		return "", &fs.PathError{Op: op, Path: name, Err: fs.ErrInvalid}
+	}
+	return path.Join(f.dir, name), nil
+}
+
+func (f workFS) Open(name string) (fs.File, error) {
+	p, err := f.path("open", name)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.w.root.Lstat(p)
+	if err != nil {
+		return nil, err
+	}
+	if st.IsDir() {
+		return f.w.root.FS().Open(p)
+	}
+	file, _, err := f.w.open(p)
+	return file, err
+}
+
+func (f workFS) Stat(name string) (fs.FileInfo, error) {
+	p, err := f.path("stat", name)
+	if err != nil {
+		return nil, err
+	}
+	return f.w.root.Lstat(p)
+}
+
+func (f workFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	p, err := f.path("readdir", name)
+	if err != nil {
+		return nil, err
+	}
+	return fs.ReadDir(f.w.root.FS(), p)
 }
