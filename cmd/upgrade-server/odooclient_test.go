@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -49,6 +50,20 @@ func startOdooServer(t *testing.T, env map[string]string) *odooServer {
 	}
 	s := startServer(t, all)
 	return &odooServer{server: s, data: data, cert: filepath.Join(data, "tls", "cert.pem")}
+}
+
+// uploadDir is where request id's rsync upload lands: the work folder in
+// the data directory, or the one the engine uses in the system's
+// temporary directory when the tools user cannot reach the data
+// directory (tests run as root, in private temporary folders).
+func (s *odooServer) uploadDir(id int64) string {
+	work := filepath.Join(s.data, "work")
+	name := fmt.Sprintf("transfer-%d-upload", id)
+	if _, err := os.Stat(filepath.Join(work, name)); err == nil {
+		return filepath.Join(work, name)
+	}
+	sum := sha256.Sum256([]byte(work))
+	return filepath.Join(os.TempDir(), "upgrade-server-work-"+hex.EncodeToString(sum[:6]), name)
 }
 
 func (s *odooServer) client(t *testing.T) *odooclient.Client {
@@ -264,7 +279,7 @@ func TestOdooClientResume(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	staged := filepath.Join(s.data, "work", fmt.Sprintf("transfer-%d-upload", c.RequestID), "origin.dump")
+	staged := filepath.Join(s.uploadDir(c.RequestID), "origin.dump")
 	deadline := time.Now().Add(time.Minute)
 	for treeBytes(t, staged) < total/3 {
 		if time.Now().After(deadline) {
@@ -282,7 +297,7 @@ func TestOdooClientResume(t *testing.T) {
 		t.Fatalf("after a cut upload the request is %v (%v), want new", st, err)
 	}
 	// The script run again: the same command, a new transfer.
-	rsyncOut, err := c.Upload(ctx, src+"/", "origin.dump", "--stats")
+	rsyncOut, err := c.Upload(ctx, src+"/", "origin.dump", "--info=stats2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,10 +423,7 @@ func TestOdooClientRefusals(t *testing.T) {
 	if err := slow.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the slow rsync to run", func() bool {
-		_, err := os.Stat(filepath.Join(s.data, "work", fmt.Sprintf("transfer-%d-upload", c.RequestID)))
-		return err == nil && treeBytes(t, filepath.Join(s.data, "work", fmt.Sprintf("transfer-%d-upload", c.RequestID))) > 0
-	})
+	waitFor(t, "the slow rsync to run", func() bool { return treeBytes(t, s.uploadDir(c.RequestID)) > 0 })
 	_, err = c.Start(ctx, "upload")
 	refused("a second transfer", err, "Another transfer of this request is running")
 

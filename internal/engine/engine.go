@@ -127,6 +127,10 @@ type Job struct {
 	Upload files.Name
 	// Output is the form of the upgraded dump.
 	Output Output
+	// EnvVars are the request's NAME=VALUE variables (env_vars of Odoo's
+	// client), set in the command engine's environment under the
+	// server's own.
+	EnvVars []string
 }
 
 // Hooks report progress to the caller while a job runs.

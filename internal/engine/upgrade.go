@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 
 	"github.com/jackc/pgx/v5"
@@ -170,7 +171,9 @@ func (r *run) runCommand(ctx context.Context) error {
 	if err := r.work.mkdirAll("filestore"); err != nil {
 		return err
 	}
-	env := commandEnv(append(r.libpq(),
+	// The request's own variables (env_vars of Odoo's client, checked at
+	// create) come before the server's, which win over them.
+	env := commandEnv(append(append(slices.Clone(r.job.EnvVars), r.libpq()...),
 		"HOME="+r.work.path, "TMPDIR="+r.work.path,
 		"UPGRADE_SOURCE_VERSION="+r.info.DatabaseVersion,
 		"UPGRADE_TARGET_VERSION="+r.job.Target,

@@ -237,7 +237,8 @@ func (w *Worker) process(ctx context.Context, job store.Job) {
 		func(err error) { logger.Warn("heartbeat", "err", err) })
 
 	logger.Info("processing", "scenario", job.Scenario != nil)
-	ejob := engine.Job{ID: job.ID, Attempt: job.Attempts, Target: job.Target, Aim: job.Aim, Filename: job.Filename}
+	ejob := engine.Job{ID: job.ID, Attempt: job.Attempts, Target: job.Target, Aim: job.Aim, Filename: job.Filename,
+		Output: engine.Output(job.Output), EnvVars: job.EnvVars}
 	if job.UploadName != nil {
 		ejob.Upload = files.Name(*job.UploadName)
 	}
