@@ -487,7 +487,7 @@ func TestOdooClientRefusals(t *testing.T) {
 // TestOdooClientFailedScenario: a scenario contract works through this
 // protocol: the request fails with the scenario's reason.
 func TestOdooClientFailedScenario(t *testing.T) {
-	s := startOdooServer(t, map[string]string{"UPGRADE_ENGINE": "passthrough"})
+	s := startOdooServer(t, map[string]string{"UPGRADE_ENGINE": "passthrough", "UPGRADE_ADMIN_TOKEN": "admin-secret"})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c := s.client(t)
@@ -503,6 +503,26 @@ func TestOdooClientFailedScenario(t *testing.T) {
 	st, err := c.Wait(ctx, 50*time.Millisecond, nil)
 	if err != nil || st["status"] != "failed" || st["reason"] != "Your dump is from the future, sorry" || st["archived"] != false {
 		t.Fatalf("status: %v %v", st, err)
+	}
+	// Deleted by an operator: archived, so the script offers no resume;
+	// every other call knows the token no more.
+	req, _ := http.NewRequest("DELETE", fmt.Sprintf("%s/admin/v1/requests/%d", s.url, c.RequestID), nil)
+	req.Header.Set("Authorization", "Bearer admin-secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Fatalf("admin delete: HTTP %d", resp.StatusCode)
+	}
+	st, err = c.Status(ctx)
+	if err != nil || st["archived"] != true || st["status"] != "failed" || st["reason"] != "Your dump is from the future, sorry" {
+		t.Fatalf("status of a deleted request: %v %v", st, err)
+	}
+	var er *odooclient.ErrorResult
+	if _, err := c.Process(ctx); !errors.As(err, &er) || !strings.Contains(er.Message, "Unknown or invalid token") {
+		t.Fatalf("process of a deleted request: %v", err)
 	}
 }
 
