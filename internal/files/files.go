@@ -6,7 +6,9 @@
 // A file appears only once it is complete: local files are written under
 // a temporary name, fsynced and renamed; objects are multipart uploads that
 // exist only once completed. Writers that write at random offsets (SFTP,
-// rsync) work in a local staging folder and commit the finished file.
+// rsync) work in a local staging folder and commit the finished file, or
+// the finished folder as a set of files (CommitDir), which counts only
+// once its manifest is written, last (see SetName).
 package files
 
 import (

@@ -455,16 +455,16 @@ func (s *Store) CommitDir(ctx context.Context, id int64, set Name, dir string, m
 		p := filepath.FromSlash(m.Name)
 		before, err := root.Lstat(p)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("files: %w", err)
 		}
 		f, err := root.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("files: %w", err)
 		}
 		st, err := f.Stat()
 		if err != nil {
 			f.Close()
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("files: %w", err)
 		}
 		// Opened is what was scanned, still a plain file: nothing swapped
 		// a link or a pipe in meanwhile.
@@ -489,7 +489,7 @@ func (s *Store) CommitFS(ctx context.Context, id int64, set Name, fsys fs.FS, ma
 	return s.commitSet(ctx, id, set, memberSource{files: files, open: func(m SetMember) (io.ReadCloser, *localFile, error) {
 		f, err := fsys.Open(m.Name)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("files: %w", err)
 		}
 		st, err := f.Stat()
 		if err != nil || !st.Mode().IsRegular() {
@@ -866,7 +866,8 @@ func (s *Store) linkSet(ctx context.Context, id int64, from, to Name) (err error
 // are 0444: on the local backend they are hard links to the store's own
 // files where the file system allows (the store's folder stays closed to
 // other users; a materialized file must never be written), else copies
-// checked against the manifest's sha256 as they are written.
+// checked against the manifest's sha256 as they are written. After a
+// failure dst may hold part of the set: the caller removes it.
 func (s *Store) Materialize(ctx context.Context, id int64, set Name, dst string) error {
 	t, err := s.OpenSet(ctx, id, set)
 	if err != nil {
@@ -906,7 +907,7 @@ func (s *Store) Materialize(ctx context.Context, id int64, set Name, dst string)
 			}
 			o, err := s.b.open(gctx, k)
 			if err != nil {
-				return err
+				return fmt.Errorf("files: materialize %s: %w", m.Name, err)
 			}
 			defer o.Close()
 			f, err := root.OpenFile(filepath.FromSlash(m.Name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
