@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
@@ -30,6 +31,7 @@ import (
 	"github.com/upgrade-server/upgrade-server/internal/pgembed"
 	"github.com/upgrade-server/upgrade-server/internal/sftpd"
 	"github.com/upgrade-server/upgrade-server/internal/store"
+	"github.com/upgrade-server/upgrade-server/internal/web"
 	"github.com/upgrade-server/upgrade-server/internal/worker"
 	"github.com/upgrade-server/upgrade-server/migrations"
 )
@@ -253,6 +255,13 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		sftpHost = u.Hostname()
 	}
 
+	// The pages for people (internal/web): the upgrade form, the status
+	// pages and the operator console, on the API's router.
+	pages := web.New(logger, web.Config{Requests: st, Files: fstore, Console: st, AdminToken: cfg.AdminToken, Faults: faults,
+		PublicURL: publicURL, Region: cfg.Region, Rules: input.Rules{Targets: cfg.Targets, ContractValidFunc: contractValid},
+		MaxUploadBytes: cfg.MaxUploadBytes, SFTP: web.SFTPInfo{Host: sftpHost, Port: cfg.SFTPPublicPort, HostKeys: fingerprints},
+		Engine: cfg.Engine, SQLStreams: true})
+
 	api := httpapi.NewHandler(logger, httpapi.Config{
 		Requests:       st,
 		Files:          fstore,
@@ -264,10 +273,12 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 		MaxUploadBytes: cfg.MaxUploadBytes,
 		UploadLease:    uploadLease,
 		Uploads:        uploads,
-		SFTP:           httpapi.SFTPInfo{Host: sftpHost, Port: cfg.SFTPPublicPort, HostKeys: fingerprints, AccessTTL: cfg.SFTPAccessTTL},
+		SFTP:           httpapi.SFTPInfo{Host: sftpHost, Port: cfg.SFTPPublicPort, AccessTTL: cfg.SFTPAccessTTL},
 		SQLStream:      eng.OpenSQL,
 		Metrics:        met,
 		Faults:         faults,
+
+		Mounts: []func(chi.Router){pages.Routes}, BrowserNotFound: http.HandlerFunc(pages.NotFound),
 	})
 	srv := &http.Server{
 		Handler:           api,

@@ -48,4 +48,20 @@ func TestNotFoundForAPIClients(t *testing.T) {
 			})
 		}
 	}
+
+	// Browsers get the page instead: for an unknown path, a wrong key on a
+	// file URL, and a file not there yet.
+	browser := "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+	for _, u := range []string{e.srv.URL + "/nope", wrongKey, st["upgraded_dump_url"].(string), st["notes_url"].(string)} {
+		resp, b := e.fetch("GET", u, "Accept", browser)
+		if resp.StatusCode != http.StatusNotFound || string(b) != "<p>not here</p>" {
+			t.Errorf("%s for a browser: HTTP %d %q", u, resp.StatusCode, b)
+		}
+	}
+	// Without a page, browsers get the JSON too.
+	plain := newEnv(t)
+	resp, b := plain.fetch("GET", plain.srv.URL+"/nope", "Accept", browser)
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(b), "ROUTE:NOT_FOUND") {
+		t.Errorf("no page: HTTP %d %s", resp.StatusCode, b)
+	}
 }
