@@ -256,5 +256,3 @@ func sampleRequests(t *testing.T, srv *server) (done, failed, draft, pending ans
 }
 
 func reqID(a answer) int64 { return int64(a.Request["id"].(float64)) }
-
-func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
