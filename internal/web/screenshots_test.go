@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -20,10 +21,13 @@ func TestScreenshots(t *testing.T) {
 	if err := os.MkdirAll(*screenshots, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	srv := newServer(t, serverOptions{contracts: "M123456-abcdef", maxUpload: 100 << 30})
+	// The pictures show the server as a person would run it.
+	const public = "http://localhost:8080"
+	srv := newServer(t, serverOptions{contracts: "M123456-abcdef", maxUpload: 100 << 30, publicURL: public})
+	local := func(u string) string { return strings.Replace(u, public, srv.URL, 1) }
 	done, _, _, _ := sampleRequests(t, srv)
 	_, dump := fixture(t)
-	running := srv.newRequest(t, "scenario:duration=600", "acme-staging.dump", dump)
+	running := srv.newRequest(t, "scenario:duration=20", "acme-staging.dump", dump)
 	srv.call(t, "process", auth(running))
 	srv.waitStored(t, reqID(running), "processing")
 
@@ -41,13 +45,13 @@ func TestScreenshots(t *testing.T) {
 		chromedp.SendKeys(chromedp.ID("email"), "jane@acme.example"))
 	shot("form.png")
 
-	do(t, ctx, chromedp.Navigate(running.Request["status_url"].(string)), chromedp.WaitVisible(chromedp.ID("progress-text")))
-	_, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById("progress-text").textContent.includes("Step 1")`))
+	do(t, ctx, chromedp.Navigate(local(running.Request["status_url"].(string))), chromedp.WaitVisible(chromedp.ID("progress-text")))
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById("progress-bar").value >= 15`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	shot("status-live.png")
-	do(t, ctx, chromedp.Navigate(done.Request["status_url"].(string)), chromedp.WaitVisible(chromedp.ID("files")))
+	do(t, ctx, chromedp.Navigate(local(done.Request["status_url"].(string))), chromedp.WaitVisible(chromedp.ID("files")))
 	shot("status-done.png")
 
 	signIn(t, ctx, srv)
@@ -56,7 +60,7 @@ func TestScreenshots(t *testing.T) {
 	shot("console-request.png")
 
 	do(t, ctx, chromedp.EmulateViewport(375, 812, chromedp.EmulateMobile, chromedp.EmulateScale(2)),
-		chromedp.Navigate(running.Request["status_url"].(string)), chromedp.WaitVisible(chromedp.ID("progress-text")))
+		chromedp.Navigate(local(running.Request["status_url"].(string))), chromedp.WaitVisible(chromedp.ID("progress-text")))
 	png := value(t, ctx, chromedp.CaptureScreenshot())
 	if err := os.WriteFile(filepath.Join(*screenshots, "phone.png"), png, 0o644); err != nil {
 		t.Fatal(err)
