@@ -36,6 +36,7 @@ import (
 	"github.com/upgrade-server/upgrade-server/internal/rsyncd"
 	"github.com/upgrade-server/upgrade-server/internal/sftpd"
 	"github.com/upgrade-server/upgrade-server/internal/store"
+	"github.com/upgrade-server/upgrade-server/internal/web"
 	"github.com/upgrade-server/upgrade-server/internal/worker"
 	"github.com/upgrade-server/upgrade-server/migrations"
 )
@@ -327,22 +328,30 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Addr
 			return engine.PgVersionCompatible(dump.Writer{PgDump: pgDump, Archive: archive})
 		}})
 
+	// The pages for people (internal/web): the upgrade form, the status
+	// pages and the operator console, on the API's router.
+	pages := web.New(logger, web.Config{Requests: st, Files: fstore, Console: st, AdminToken: cfg.AdminToken, Faults: faults,
+		PublicURL: publicURL, Region: cfg.Region, Rules: input.Rules{Targets: cfg.Targets, ContractValidFunc: contractValid},
+		MaxUploadBytes: cfg.MaxUploadBytes, SFTP: web.SFTPInfo{Host: sftpHost, Port: cfg.SFTPPublicPort, HostKeys: fingerprints},
+		Engine: cfg.Engine, SQLStreams: true})
+
 	api := httpapi.NewHandler(logger, httpapi.Config{
-		Requests:       st,
-		Files:          fstore,
-		Admin:          st,
-		AdminToken:     cfg.AdminToken,
-		PublicURL:      publicURL,
-		Region:         cfg.Region,
-		Rules:          input.Rules{Targets: cfg.Targets, ContractValidFunc: contractValid},
-		MaxUploadBytes: cfg.MaxUploadBytes,
-		UploadLease:    uploadLease,
-		Uploads:        uploads,
-		SFTP:           httpapi.SFTPInfo{Host: sftpHost, Port: cfg.SFTPPublicPort, HostKeys: fingerprints, AccessTTL: cfg.SFTPAccessTTL},
-		SQLStream:      eng.OpenSQL,
-		Metrics:        met,
-		Faults:         faults,
-		Mounts:         []func(chi.Router){rpc.Mount},
+		Requests:        st,
+		Files:           fstore,
+		Admin:           st,
+		AdminToken:      cfg.AdminToken,
+		PublicURL:       publicURL,
+		Region:          cfg.Region,
+		Rules:           input.Rules{Targets: cfg.Targets, ContractValidFunc: contractValid},
+		MaxUploadBytes:  cfg.MaxUploadBytes,
+		UploadLease:     uploadLease,
+		Uploads:         uploads,
+		SFTP:            httpapi.SFTPInfo{Host: sftpHost, Port: cfg.SFTPPublicPort, AccessTTL: cfg.SFTPAccessTTL},
+		SQLStream:       eng.OpenSQL,
+		Metrics:         met,
+		Faults:          faults,
+		Mounts:          []func(chi.Router){rpc.Mount, pages.Routes},
+		BrowserNotFound: http.HandlerFunc(pages.NotFound),
 	})
 	newServer := func() *http.Server {
 		return &http.Server{

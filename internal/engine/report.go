@@ -20,6 +20,7 @@ body { font: 15px/1.5 system-ui, sans-serif; max-width: 48rem; margin: 0 auto; p
 table { border-collapse: collapse; width: 100%; } td, th { text-align: left; padding: .2rem .5rem; border-bottom: 1px solid #d0d7de; }
 .warn { color: #9a6700; } code { font-size: .9em; }
 </style></head><body>
+<p><a href="../status">Back to the request's status page</a></p>
 <h1>Upgrade report</h1>
 <p>Request {{.ID}}: Odoo <strong>{{.Source}}</strong> → <strong>{{.Target}}</strong> ({{.Aim}}), engine <code>{{.Engine}}</code>,
 PostgreSQL of the dump {{.PostgreSQL}}, layers <code>{{.Layers}}</code>. Finished {{.Finished}} UTC in {{.Total}}.</p>

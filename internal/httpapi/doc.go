@@ -1,6 +1,8 @@
 // Package httpapi serves Odoo's Upgrade API v1 (/database/v1/*), the
-// per-request status page and artifact URLs (/database/<region>/<id>/<key>/…),
-// and the health endpoints.
+// per-request file URLs (/database/<region>/<id>/<key>/…), the admin API
+// and the health endpoints, on a router other front ends mount their
+// routes on (Config.Mounts: the status page and the other pages for people
+// are internal/web's).
 //
 // Every business answer is HTTP 200 application/json
 // {"failures": [...], "request": {...}}; failures carry Odoo's reasons where

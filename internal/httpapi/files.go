@@ -101,21 +101,31 @@ func pathRequest(ctx context.Context, r *http.Request, requests RequestStore, l 
 
 // handleArtifact streams a request's file with http.ServeContent (Range,
 // If-Range, ETag) once it exists, from local disk or object storage alike,
-// and answers 404 with a JSON failure before.
-func handleArtifact(logger *slog.Logger, requests RequestStore, fs FileStore, l links, sql SQLStreamFunc, m *metrics.Metrics, a artifactRoute) http.Handler {
+// and answers 404 with a JSON failure before. A browser (Accept:
+// text/html) gets the page of browserNotFound instead, when set, for a
+// wrong key as for a file not there yet.
+func handleArtifact(logger *slog.Logger, requests RequestStore, fs FileStore, l links, sql SQLStreamFunc, m *metrics.Metrics,
+	browserNotFound http.Handler, a artifactRoute) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		notFound := func(f failure) {
+			if browserNotFound != nil && wantsHTML(r) {
+				browserNotFound.ServeHTTP(w, r)
+				return
+			}
+			writeAnswer(w, r, logger, http.StatusNotFound, []failure{f}, nil)
+		}
 		req, ok, err := pathRequest(r.Context(), r, requests, l)
 		if err != nil {
 			writeInternal(w, r, logger, http.StatusInternalServerError, err)
 			return
 		}
 		if !ok {
-			writeAnswer(w, r, logger, http.StatusNotFound, []failure{requestNotFound()}, nil)
+			notFound(requestNotFound())
 			return
 		}
 		notYet := func() {
-			writeAnswer(w, r, logger, http.StatusNotFound, []failure{{Reason: reasonFileNotFound,
-				Message: "This file is not available (yet) for request " + strconv.FormatInt(req.ID, 10)}}, nil)
+			notFound(failure{Reason: reasonFileNotFound,
+				Message: "This file is not available (yet) for request " + strconv.FormatInt(req.ID, 10)})
 		}
 		if a.sqlOf != nil {
 			streamSQL(w, r, logger, fs, sql, m, req, a, notYet)

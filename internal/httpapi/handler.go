@@ -81,7 +81,7 @@ type Config struct {
 	// stops one through it when a writer elsewhere takes its request over
 	// (nil: the handler keeps its own).
 	Uploads *Uploads
-	// SFTP is what request_sftp_access advertises and the status page shows.
+	// SFTP is what request_sftp_access advertises.
 	SFTP SFTPInfo
 	// SQLStream serves original/sql and upgraded/sql; nil serves none.
 	SQLStream SQLStreamFunc
@@ -95,10 +95,13 @@ type Config struct {
 	NowFunc func() time.Time
 	// Mounts add the routes of other front ends (the pages for people, the
 	// JSON-RPC calls of Odoo's client) to the same router, behind the same
-	// middleware; they take precedence over none of the API's routes.
+	// middleware; they take precedence over none of the API's routes. The
+	// status page of status_url is one of them (internal/web).
 	Mounts []func(r chi.Router)
-	// BrowserNotFound, when set, answers an unknown path for a browser
-	// (Accept: text/html) instead of the JSON ROUTE:NOT_FOUND API clients get.
+	// BrowserNotFound, when set, answers a browser (Accept: text/html)
+	// instead of the JSON 404 API clients get: for an unknown path
+	// (ROUTE:NOT_FOUND), and on the file URLs for a wrong region, id or key
+	// (REQUEST:NOT_FOUND) or a file not there yet (FILE:NOT_FOUND).
 	BrowserNotFound http.Handler
 }
 
@@ -106,9 +109,6 @@ type Config struct {
 type SFTPInfo struct {
 	Host string
 	Port int
-	// HostKeys are the daemon's host key fingerprints, shown on the status
-	// page so users can pin them.
-	HostKeys []string
 	// AccessTTL is how long a grant lasts (default 24h).
 	AccessTTL time.Duration
 }

@@ -47,10 +47,15 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Routes of status_url that another front end serves (internal/web,
+	// mounted by internal/app): described here, not walked.
+	pages := []string{"get /database/{region}/{id}/{key}/status"}
 	var described []string
 	for path, ops := range doc.Paths {
 		for m := range ops {
-			described = append(described, m+" "+path)
+			if !slices.Contains(pages, m+" "+path) {
+				described = append(described, m+" "+path)
+			}
 		}
 	}
 	if len(routes) < 40 {

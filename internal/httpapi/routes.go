@@ -35,9 +35,10 @@ func addRoutes(r chi.Router, logger *slog.Logger, cfg Config) {
 	v1("status", handleStatus(reqs, rec))
 	v1("upgrade", handleUpgrade(reqs, fs, cfg.Rules, up, rec), "POST", "PUT")
 
-	r.Get("/database/{region}/{id}/{key}/status", handleStatusPage(logger, reqs, fs, links, rec, sftp))
+	// The status page (/database/{region}/{id}/{key}/status) is the pages'
+	// (cfg.Mounts); the files are the API's.
 	for _, f := range artifactRoutes {
-		h := handleArtifact(logger, reqs, fs, links, cfg.SQLStream, cfg.Metrics, f)
+		h := handleArtifact(logger, reqs, fs, links, cfg.SQLStream, cfg.Metrics, cfg.BrowserNotFound, f)
 		r.Method("GET", "/database/{region}/{id}/{key}/"+f.path, h)
 		r.Method("HEAD", "/database/{region}/{id}/{key}/"+f.path, h)
 	}

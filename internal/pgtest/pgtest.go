@@ -33,8 +33,12 @@ var shared struct {
 }
 
 // Exit runs the tests of a package and then stops the embedded cluster if
-// this test binary started one. Use it from TestMain: os.Exit(pgtest.Run(m)).
+// this test binary started one, and exits. Use it from TestMain.
 func Exit(m *testing.M) { os.Exit(run(m)) }
+
+// Run is Exit for a TestMain that has more to stop before it exits:
+// os.Exit(pgtest.Run(m)) after its own cleanup.
+func Run(m *testing.M) int { return run(m) }
 
 func run(m *testing.M) int {
 	code := m.Run()
