@@ -41,6 +41,16 @@ func uploadFile(r store.Request) (files.Name, bool) {
 	return files.Name(*r.UploadName), true
 }
 
+// upgradedFile is a request's upgraded dump: a file in the upload's own
+// format, or a set (a directory-format dump) for a request that asked for
+// one (Odoo's own client).
+func upgradedFile(r store.Request) (files.Name, bool) {
+	if r.Output == store.OutputDirectory {
+		return files.UpgradedDir, true
+	}
+	return files.UpgradedArchive, true
+}
+
 func fixed(n files.Name) func(store.Request) (files.Name, bool) {
 	return func(store.Request) (files.Name, bool) { return n, true }
 }
@@ -50,9 +60,9 @@ var artifactRoutes = []artifactRoute{
 		name: func(r store.Request) string { return input.ShownName(r.Filename) }},
 	{path: "original/sql", sqlOf: uploadFile, ctype: "application/sql; charset=utf-8",
 		name: func(r store.Request) string { return stem(input.ShownName(r.Filename)) + ".sql" }},
-	{path: "upgraded/archive", file: fixed(files.UpgradedArchive), ctype: "application/octet-stream",
+	{path: "upgraded/archive", file: upgradedFile, ctype: "application/octet-stream",
 		name: func(r store.Request) string { return "upgraded_" + input.ShownName(r.Filename) }},
-	{path: "upgraded/sql", sqlOf: fixed(files.UpgradedArchive), ctype: "application/sql; charset=utf-8",
+	{path: "upgraded/sql", sqlOf: upgradedFile, ctype: "application/sql; charset=utf-8",
 		name: func(r store.Request) string { return "upgraded_" + stem(input.ShownName(r.Filename)) + ".sql" }},
 	{path: "upgraded/notes", file: fixed(files.Notes), ctype: "text/html; charset=utf-8", inline: true,
 		name: func(r store.Request) string { return fmt.Sprintf("upgrade_notes_%d.html", r.ID) }},
@@ -134,6 +144,12 @@ func handleArtifact(logger *slog.Logger, requests RequestStore, fs FileStore, l 
 		name, ok := a.file(req)
 		if !ok {
 			notYet()
+			return
+		}
+		if name.IsSet() {
+			// A folder is never packed into an archive on the fly.
+			notFound(failure{Reason: reasonFileNotFound, Message: "This dump of request " + strconv.FormatInt(req.ID, 10) +
+				" is a directory-format dump (a folder of files), not one file: get it as SQL (the sql URL) or with Odoo's upgrade script"})
 			return
 		}
 		o, err := fs.Open(r.Context(), req.ID, name)

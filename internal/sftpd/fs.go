@@ -73,8 +73,8 @@ func (h *fsHandler) current() (view, error) {
 	}
 	name := input.ShownName(r.Filename) // never a raw name from elsewhere (an import)
 	var upload files.Name
-	if r.UploadName != nil {
-		upload = files.Name(*r.UploadName)
+	if r.UploadName != nil && !files.Name(*r.UploadName).IsSet() {
+		upload = files.Name(*r.UploadName) // a folder (Odoo's client's rsync upload) shows no file
 	}
 	switch r.State {
 	case store.StateDraft:
@@ -82,6 +82,9 @@ func (h *fsHandler) current() (view, error) {
 	case store.StateQueued, store.StateProcessing, store.StateTesting:
 		return view{name: name, file: upload, upload: true, req: r}, nil
 	case store.StateDone, store.StateDelivered:
+		if r.Output == store.OutputDirectory {
+			return view{req: r}, nil // a folder: Odoo's client downloads it with rsync
+		}
 		return view{name: "upgraded_" + name, file: files.UpgradedArchive, req: r}, nil
 	}
 	return view{req: r}, nil

@@ -465,6 +465,11 @@ func (p *Pages) fileLinks(ctx context.Context, req store.Request) ([]fileLink, e
 			out = append(out, fileLink{Label: "Upgraded dump as plain SQL", Name: "upgraded_" + stem + ".sql", URL: link("upgraded/sql")})
 		}
 	}
+	// A directory-format result (Odoo's own client downloads it with
+	// rsync) is a folder: offered here as plain SQL only.
+	if upgraded && have[files.UpgradedDir] && p.cfg.SQLStreams {
+		out = append(out, fileLink{Label: "Upgraded dump as plain SQL", Name: "upgraded_" + stem + ".sql", URL: link("upgraded/sql"), Main: true})
+	}
 	if upgraded && have[files.Notes] {
 		out = append(out, fileLink{Label: "Upgrade report", Name: fmt.Sprintf("upgrade_notes_%d.html", req.ID), URL: link("upgraded/notes")})
 	}
@@ -472,7 +477,9 @@ func (p *Pages) fileLinks(ctx context.Context, req store.Request) ([]fileLink, e
 		out = append(out, fileLink{Label: "Modules before and after", Name: fmt.Sprintf("modules_%d.zip", req.ID), URL: link("modules/archive")})
 	}
 	if req.UploadCompletedAt != nil && req.UploadName != nil && have[files.Name(*req.UploadName)] {
-		out = append(out, fileLink{Label: "Your dump, as uploaded", Name: name, URL: link("original/archive")})
+		if !files.Name(*req.UploadName).IsSet() { // a folder is offered as SQL only
+			out = append(out, fileLink{Label: "Your dump, as uploaded", Name: name, URL: link("original/archive")})
+		}
 		if readable {
 			out = append(out, fileLink{Label: "Your dump as plain SQL", Name: stem + ".sql", URL: link("original/sql")})
 		}
