@@ -3,7 +3,8 @@
 #  1. a 2 GiB upload with `curl -T` to /database/v1/upload, on a server storing
 #     in S3 and on one storing on local disk, next to a plain upload of the same
 #     file to the same MinIO with the same client library and options
-#     (bench/s3put); server RSS growth; CPU seconds of each process;
+#     (bench/s3put), alone and with the server's sha256 on the way; server RSS
+#     growth; CPU seconds of each process;
 #  2. the builtin engine (restore -> upgrade -> dump) of the 2.3 GB Odoo-shaped
 #     dump of bench/pipeline.sh, on S3 and on local disk.
 # Usage: bench/s3.sh [size, default 2G] [rounds, default 3]   (as root: it drops the page cache)
@@ -94,13 +95,13 @@ row() { # label seconds client-cpu server-cpu minio-cpu memory-note
   printf '%-6s %-22s %8.2f %8.0f %7.2f %7s %7.2f   %s\n' "$i" "$1" "$2" "$(echo "$BYTES / 1048576 / $2" | bc -l)" "$3" "$4" "$5" "$6"
   total[$1]=$(echo "${total[$1]:-0} + $2" | bc -l)
 }
-plain_upload() {
-  local m0 res t peak cpu
+plain_upload() { # label, s3put flags...
+  local label=$1 m0 res t peak cpu; shift
   fresh_cache
   m0=$(cpu_s "$MPID")
-  res=$(s3 -key plain/upload put "$DUMP")
+  res=$(s3 "$@" -key plain/upload put "$DUMP" 2>"$WORK/s3put.err") || { cat "$WORK/s3put.err"; exit 1; }
   read -r t peak cpu <<<"$res"
-  row "plain PutObject" "$t" "$cpu" - "$(since "$MPID" "$m0")" "s3put peak RSS $((peak / 1024)) MiB"
+  row "$label" "$t" "$cpu" - "$(since "$MPID" "$m0")" "s3put peak RSS $((peak / 1024)) MiB"
   s3 rm plain/
 }
 server_upload() { # label url pid
@@ -125,8 +126,10 @@ server_upload() { # label url pid
 
 echo "upload: $BYTES bytes, $ROUNDS rounds, page cache dropped before each; go $(go env GOVERSION), $(nproc) cores; MinIO $MINIO_VERSION at $ENDPOINT"
 printf '%-6s %-22s %8s %8s %7s %7s %7s   (CPU seconds: client, server, MinIO)\n' round target seconds MiB/s client server minio
+rss_start=$(rss_kib "$OPID")
 for i in $(seq 1 "$ROUNDS"); do
-  plain_upload
+  plain_upload "plain PutObject"
+  plain_upload "plain PutObject+sha256" -sha256
   server_upload "server, S3" "$OBJ" "$OPID"
   server_upload "server, file" "$FILE" "$FPID"
 done
@@ -134,10 +137,11 @@ mibs() { echo "$BYTES * $ROUNDS / 1048576 / ${total[$1]}" | bc -l; }
 ratio() { echo "${total[$1]} / ${total[$2]}" | bc -l; }
 echo
 printf '%-22s %8s %s\n' target "MiB/s" "(mean of $ROUNDS)"
-for k in "plain PutObject" "server, S3" "server, file"; do printf '%-22s %8.0f\n' "$k" "$(mibs "$k")"; done
-printf 'server, S3: %.2fx the plain PutObject (target >= 0.90), %.2fx the server on local disk\n' \
-  "$(ratio "plain PutObject" "server, S3")" "$(ratio "server, file" "server, S3")"
+for k in "plain PutObject" "plain PutObject+sha256" "server, S3" "server, file"; do printf '%-22s %8.0f\n' "$k" "$(mibs "$k")"; done
+printf 'server, S3: %.2fx the plain PutObject (target >= 0.90), %.2fx the plain PutObject+sha256, %.2fx the server on local disk\n' \
+  "$(ratio "plain PutObject" "server, S3")" "$(ratio "plain PutObject+sha256" "server, S3")" "$(ratio "server, file" "server, S3")"
 echo "max server RSS growth during an upload: $growth_max MiB (target <= 64)"
+echo "server on S3: RSS $((rss_start / 1024)) MiB before the first upload, $(( $(rss_kib "$OPID") / 1024 )) MiB after the last"
 kill "$FPID" "$OPID"
 
 echo

@@ -6,12 +6,14 @@
 // Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
 //
 //	s3put -endpoint URL -bucket B mb
-//	s3put -endpoint URL -bucket B -key K put FILE   # prints: seconds peak-RSS-KiB CPU-seconds
+//	s3put -endpoint URL -bucket B -key K [-sha256] put FILE   # prints: seconds peak-RSS-KiB CPU-seconds
 //	s3put -endpoint URL -bucket B rm PREFIX
 package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -30,7 +32,8 @@ func main() {
 	bucket := flag.String("bucket", "", "the bucket")
 	key := flag.String("key", "s3put", "the object's name (put)")
 	partSize := flag.Uint64("part-size", 16<<20, "part size, as the server's default")
-	knownSize := flag.Bool("known-size", false, "give PutObject the file's size (the server streams an unknown length)")
+	threads := flag.Uint("threads", 2, "parts in flight, as the server's default")
+	hash := flag.Bool("sha256", false, "compute the sha256 on the way, as the server does: the file is read in 1 MiB buffers, hashed in a goroutine of its own and written into a pipe that PutObject reads")
 	flag.Parse()
 	u, err := url.Parse(*endpoint)
 	if err != nil || u.Host == "" || *bucket == "" || flag.NArg() < 1 {
@@ -69,20 +72,16 @@ func main() {
 			fail(err)
 		}
 		defer f.Close()
-		size := int64(-1)
-		var r io.Reader = struct{ io.Reader }{f} // a plain stream, as the server's pipe
-		if *knownSize {
-			st, err := f.Stat()
-			if err != nil {
-				fail(err)
-			}
-			size, r = st.Size(), f
+		var r io.Reader = struct{ io.Reader }{f} // a stream of unknown length, as the server's pipe
+		var sum func() string
+		if *hash {
+			r, sum = hashing(f)
 		}
 		// The same options as (*s3store).putOptions in internal/files/s3.go.
-		opts := minio.PutObjectOptions{PartSize: *partSize, NumThreads: 2, ConcurrentStreamParts: true,
+		opts := minio.PutObjectOptions{PartSize: *partSize, NumThreads: *threads, ConcurrentStreamParts: true,
 			DisableContentSha256: true, ContentType: "application/octet-stream"}
 		t := time.Now()
-		info, err := c.PutObject(ctx, *bucket, *key, r, size, opts)
+		info, err := c.PutObject(ctx, *bucket, *key, r, -1, opts)
 		if err != nil {
 			fail(err)
 		}
@@ -94,9 +93,58 @@ func main() {
 		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		fmt.Printf("%.3f %d %.2f\n", d.Seconds(), peakKiB(), cpu.Seconds())
+		if sum != nil {
+			fmt.Fprintln(os.Stderr, "sha256", sum())
+		}
 	default:
 		fail(fmt.Errorf("unknown command %q", flag.Arg(0)))
 	}
+}
+
+// hashing is internal/files' copyHashing feeding the S3 sink's pipe: four
+// 1 MiB buffers, each written to the pipe, then hashed by another
+// goroutine. sum waits for the end.
+func hashing(src io.Reader) (io.Reader, func() string) {
+	pr, pw := io.Pipe()
+	done := make(chan string, 1)
+	go func() {
+		free := make(chan []byte, 4)
+		for range 4 {
+			free <- make([]byte, 1<<20)
+		}
+		toHash := make(chan []byte, 4)
+		h := sha256.New()
+		hashed := make(chan struct{})
+		go func() {
+			defer close(hashed)
+			for b := range toHash {
+				h.Write(b)
+				free <- b[:cap(b)]
+			}
+		}()
+		var err error
+		for err == nil {
+			buf := <-free
+			var k int
+			k, err = io.ReadFull(src, buf)
+			if k > 0 {
+				if _, werr := pw.Write(buf[:k]); werr != nil {
+					err = werr
+				}
+				toHash <- buf[:k]
+			} else {
+				free <- buf
+			}
+		}
+		close(toHash)
+		<-hashed
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			err = nil
+		}
+		pw.CloseWithError(err)
+		done <- hex.EncodeToString(h.Sum(nil))
+	}()
+	return pr, func() string { return <-done }
 }
 
 // peakKiB is this process's VmHWM.
