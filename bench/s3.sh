@@ -89,11 +89,12 @@ TCK=$(getconf CLK_TCK)
 cpu_s() { awk -v t="$TCK" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"; } # user+system seconds so far
 since() { printf '%.2f' "$(echo "$(cpu_s "$1") - $2" | bc -l)"; }              # pid, cpu_s before
 
-declare -A total
+declare -A total times
 growth_max=0
 row() { # label seconds client-cpu server-cpu minio-cpu memory-note
   printf '%-6s %-22s %8.2f %8.0f %7.2f %7s %7.2f   %s\n' "$i" "$1" "$2" "$(echo "$BYTES / 1048576 / $2" | bc -l)" "$3" "$4" "$5" "$6"
   total[$1]=$(echo "${total[$1]:-0} + $2" | bc -l)
+  times[$1]="${times[$1]:-} $2"
 }
 plain_upload() { # label, s3put flags...
   local label=$1 m0 res t peak cpu; shift
@@ -134,12 +135,17 @@ for i in $(seq 1 "$ROUNDS"); do
   server_upload "server, file" "$FILE" "$FPID"
 done
 mibs() { echo "$BYTES * $ROUNDS / 1048576 / ${total[$1]}" | bc -l; }
+median() { printf '%s\n' ${times[$1]} | sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 ratio() { echo "${total[$1]} / ${total[$2]}" | bc -l; }
+mratio() { echo "$(median "$1") / $(median "$2")" | bc -l; }
 echo
-printf '%-22s %8s %s\n' target "MiB/s" "(mean of $ROUNDS)"
-for k in "plain PutObject" "plain PutObject+sha256" "server, S3" "server, file"; do printf '%-22s %8.0f\n' "$k" "$(mibs "$k")"; done
-printf 'server, S3: %.2fx the plain PutObject (target >= 0.90), %.2fx the plain PutObject+sha256, %.2fx the server on local disk\n' \
-  "$(ratio "plain PutObject" "server, S3")" "$(ratio "plain PutObject+sha256" "server, S3")" "$(ratio "server, file" "server, S3")"
+printf '%-22s %8s %8s   (MiB/s over %d rounds; a round slowed by the other load weighs on the mean)\n' target mean median "$ROUNDS"
+for k in "plain PutObject" "plain PutObject+sha256" "server, S3" "server, file"; do
+  printf '%-22s %8.0f %8.0f\n' "$k" "$(mibs "$k")" "$(echo "$BYTES / 1048576 / $(median "$k")" | bc -l)"
+done
+printf 'server, S3 / plain PutObject:        %.2fx mean, %.2fx median (target >= 0.90)\n' "$(ratio "plain PutObject" "server, S3")" "$(mratio "plain PutObject" "server, S3")"
+printf 'server, S3 / plain PutObject+sha256: %.2fx mean, %.2fx median\n' "$(ratio "plain PutObject+sha256" "server, S3")" "$(mratio "plain PutObject+sha256" "server, S3")"
+printf 'server, S3 / server, file:           %.2fx mean, %.2fx median\n' "$(ratio "server, file" "server, S3")" "$(mratio "server, file" "server, S3")"
 echo "max server RSS growth during an upload: $growth_max MiB (target <= 64)"
 echo "server on S3: RSS $((rss_start / 1024)) MiB before the first upload, $(( $(rss_kib "$OPID") / 1024 )) MiB after the last"
 kill "$FPID" "$OPID"
