@@ -17,7 +17,7 @@ chmod 755 "$WORK"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
-  for db in bench_odoo bench_baseline; do psql -qX -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; done
+  psql -qX -d postgres -c "DROP DATABASE IF EXISTS bench_baseline WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -29,22 +29,7 @@ go build -o "$WORK/upgrade-server" ./cmd/upgrade-server
 
 # An Odoo 12-shaped database with about 2 GiB of partners and attachments.
 BIG="$OUT/odoo12-2g"
-if [ ! -f "$BIG.custom-piped.dump" ]; then
-  echo "building the Odoo-shaped database (a few minutes, once)"
-  psql -qX -d postgres -c "DROP DATABASE IF EXISTS bench_odoo WITH (FORCE)" -c "CREATE DATABASE bench_odoo"
-  pg_restore --no-owner -d bench_odoo internal/dump/testdata/fixtures/odoo12.custom.dump
-  psql -qX -d bench_odoo -v ON_ERROR_STOP=1 <<'SQL'
-INSERT INTO res_partner (name, email, comment)
-  SELECT 'Partner ' || i, 'p' || i || '@example.com', md5(i::text) || md5((i * 7)::text) || md5((i * 13)::text) || md5((i * 17)::text) || md5((i * 19)::text)
-  FROM generate_series(1, 7000000) i;
-INSERT INTO ir_attachment (name, mimetype, db_datas, file_size)
-  SELECT 'file ' || i || '.bin', 'application/octet-stream', decode(repeat(md5(i::text), 64), 'hex'), 1024
-  FROM generate_series(1, 400000) i;
-SQL
-  pg_dump --no-owner -Fc -d bench_odoo -f "$BIG.custom.dump"
-  pg_dump --no-owner -Fc -Z0 -d bench_odoo | cat > "$BIG.custom-piped.dump"
-  psql -qX -d postgres -c "DROP DATABASE bench_odoo WITH (FORCE)"
-fi
+bench/odoo-dump.sh
 ls -l "$BIG".*
 echo
 
@@ -57,7 +42,7 @@ psql -qX -d postgres -c "DROP DATABASE bench_baseline WITH (FORCE)"
 printf 'baseline: pg_restore %.1fs + pg_dump %.1fs = %.1fs\n' "$t_restore" "$t_dump" "$(echo "$t_restore + $t_dump" | bc -l)"
 fresh_cache
 "$WORK/pipeline" engine -db "$PG/postgres" -dump "$BIG.custom.dump" -work "$WORK/engine" | tee "$WORK/engine.out"
-t_engine=$(sed -n 's/^engine: \(.*\)s$/\1/p' "$WORK/engine.out")
+t_engine=$(sed -n 's/^engine: \([0-9.]*\)s.*/\1/p' "$WORK/engine.out")
 printf 'builtin engine / baseline: %.2fx (target <= 1.25)\n\n' "$(echo "$t_engine / ($t_restore + $t_dump)" | bc -l)"
 
 echo "== 2. inspection of a custom dump without offsets (pg_dump -Fc -Z0 | cat), page cache dropped before each"

@@ -14,6 +14,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/upgrade-server/upgrade-server/internal/dump"
@@ -75,10 +78,15 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
+		t0 := time.Now()
 		if _, err := store.Receive(ctx, id, files.Upload, in, 0); err != nil {
 			fail(err)
 		}
 		in.Close()
+		fmt.Printf("into the store: %.2fs, peak RSS %d MiB\n", time.Since(t0).Seconds(), status("VmHWM")/1024)
+		debug.FreeOSMemory()                                  // the copy's garbage is not the engine's
+		os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // VmHWM from here on
+		rss := status("VmRSS")
 		eng, err := engine.New(logger, engine.Config{Kind: engine.Builtin, DatabaseURL: *db,
 			Targets: []string{"12.0", "13.0", "14.0", "15.0", "16.0"}, Files: store, WorkDir: filepath.Join(*work, "work"), DataRoot: *work})
 		if err != nil {
@@ -94,7 +102,20 @@ func main() {
 			fail(err)
 		}
 		fmt.Printf("engine: %.2fs (%s)\n", time.Since(t).Seconds(), store.Describe())
+		fmt.Printf("engine peak RSS: %d MiB, from %d MiB at the start (this process; pg_restore and pg_dump not included)\n", status("VmHWM")/1024, rss/1024)
 	}
+}
+
+// status is a field of this process's /proc/self/status in KiB (VmHWM, VmRSS).
+func status(field string) int {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	return 0
 }
 
 func dropCaches() { os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0) }

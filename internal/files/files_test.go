@@ -161,6 +161,58 @@ func TestRanges(t *testing.T) {
 	})
 }
 
+// TestSequentialReadAt reads an object through an io.SectionReader in
+// 32 KiB reads, as the engine feeds pg_restore, mixed with jumps: the
+// bytes are the object's and, on S3, sequential reads share requests.
+func TestSequentialReadAt(t *testing.T) {
+	ctx := context.Background()
+	srv := s3test.Start(t, "bucket")
+	s, err := files.Open(ctx, slog.New(slog.DiscardHandler), files.Config{Local: t.TempDir(), URL: "s3://bucket/p", S3: srv.Config()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := random(20<<20 + 17)
+	if err := s.WriteFile(ctx, 1, files.UpgradedArchive, data); err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.Open(ctx, 1, files.UpgradedArchive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	before := srv.Gets()
+	var got bytes.Buffer
+	if _, err := io.CopyBuffer(struct{ io.Writer }{&got}, struct{ io.Reader }{io.NewSectionReader(o, 0, o.Info().Size)}, make([]byte, 32<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), data) {
+		t.Fatal("a sequential read differs")
+	}
+	if n := srv.Gets() - before; n > 16 {
+		t.Errorf("%d GET requests for %d reads of 32 KiB", n, len(data)>>15)
+	}
+	// Jumps, reads across the window's end, reads past the end.
+	buf := make([]byte, 100<<10)
+	for i, off := range []int64{5, 5 + 100<<10, 5 + 200<<10, 7 << 20, 7<<20 + 100<<10, 1, int64(len(data)) - 1000, int64(len(data)) - 10, int64(len(data)) + 5, 3 << 20, 3<<20 + 100<<10} {
+		n, err := o.ReadAt(buf, off)
+		want := max(0, min(int64(len(buf)), int64(len(data))-off))
+		if int64(n) != want || (n < len(buf) && err != io.EOF) || (n == len(buf) && err != nil && err != io.EOF) {
+			t.Fatalf("read %d at %d: %d bytes, %v", i, off, n, err)
+		}
+		if n > 0 && !bytes.Equal(buf[:n], data[off:off+int64(n)]) {
+			t.Fatalf("read %d at %d differs", i, off)
+		}
+	}
+	// Read still streams from its own offset.
+	if _, err := o.Seek(19<<20, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(o)
+	if err != nil || !bytes.Equal(rest, data[19<<20:]) {
+		t.Fatalf("Seek then read: %v", err)
+	}
+}
+
 func TestWriterAndLink(t *testing.T) {
 	backends(t, func(t *testing.T, s *files.Store) {
 		ctx := context.Background()

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -188,12 +189,81 @@ func (sk *s3Sink) abort() {
 	<-sk.done
 }
 
+// Read-ahead of ReadAt: the window read after a sequential ReadAt doubles
+// from readAheadMin up to readAheadMax.
+const (
+	readAheadMin = 64 << 10
+	readAheadMax = 8 << 20
+)
+
 type s3Object struct {
 	*minio.Object
 	info Info
+
+	mu     sync.Mutex
+	win    []byte // bytes read ahead, from winOff
+	winOff int64
+	next   int64 // where the last ReadAt ended
+	ahead  int   // the next read-ahead (0 after a jump)
 }
 
 func (o *s3Object) Info() Info { return o.info }
+
+// ReadAt is one ranged GET per call in minio-go, so an io.SectionReader
+// over an object (the engine streams an upload to pg_restore so, 32 KiB a
+// read) would ask for each 32 KiB in a request of its own. Calls that
+// continue where the last one ended read ahead instead, into a window that
+// doubles up to 8 MiB; a jump (inspection skipping the data it does not
+// need) reads what it asks for, as before.
+func (o *s3Object) ReadAt(p []byte, off int64) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if off < 0 {
+		return 0, errors.New("files: negative offset")
+	}
+	n := 0
+	defer func() { o.next = off + int64(n) }()
+	for n < len(p) {
+		at := off + int64(n)
+		if at >= o.info.Size {
+			return n, io.EOF
+		}
+		if at >= o.winOff && at < o.winOff+int64(len(o.win)) {
+			n += copy(p[n:], o.win[at-o.winOff:])
+			continue
+		}
+		if at == o.next || at == o.winOff+int64(len(o.win)) {
+			o.ahead = min(max(2*o.ahead, readAheadMin), readAheadMax)
+		} else {
+			o.ahead = 0
+		}
+		if len(p)-n >= o.ahead {
+			k, err := o.Object.ReadAt(p[n:], at)
+			n += k
+			return n, err
+		}
+		size := int(min(int64(o.ahead), o.info.Size-at))
+		if cap(o.win) < size {
+			o.win = make([]byte, o.ahead)
+		}
+		k, err := o.Object.ReadAt(o.win[:size], at)
+		o.win, o.winOff = o.win[:k], at
+		if k < size {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF // the object is shorter than its size
+			}
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (o *s3Object) Close() error {
+	o.mu.Lock()
+	o.win = nil
+	o.mu.Unlock()
+	return o.Object.Close()
+}
 
 func (s *s3store) open(ctx context.Context, key string) (Object, error) {
 	o, err := s.c.GetObject(ctx, s.bucket, s.obj(key), minio.GetObjectOptions{})

@@ -36,7 +36,11 @@ type Server struct {
 	// failFrom, when positive, is the first part number of a multipart
 	// upload that the server refuses (see FailPartsFrom).
 	failFrom atomic.Int64
+	gets     atomic.Int64
 }
+
+// Gets is the number of GET requests served so far.
+func (s *Server) Gets() int64 { return s.gets.Load() }
 
 // FailPartsFrom makes the server refuse every multipart upload part
 // numbered n or more, as a store that runs out of space mid-upload does
@@ -45,6 +49,9 @@ func (s *Server) FailPartsFrom(n int) { s.failFrom.Store(int64(n)) }
 
 func (s *Server) failParts(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			s.gets.Add(1)
+		}
 		from := s.failFrom.Load()
 		if part, err := strconv.ParseInt(r.URL.Query().Get("partNumber"), 10, 64); r.Method == http.MethodPut && from > 0 && err == nil && part >= from {
 			io.Copy(io.Discard, r.Body)
