@@ -110,6 +110,9 @@ type Config struct {
 	UploadLease time.Duration
 	// Owner names this process in transfers' records (default: random).
 	Owner string
+	// MaxTransfers caps the transfers open at once in this process, each
+	// an SSH listener (default 256).
+	MaxTransfers int
 	// PgVersionCompatible says whether a client whose pg_dump wrote an
 	// upload restores this server's output (engine.PgVersionCompatible);
 	// nil says yes.
@@ -136,6 +139,9 @@ func New(logger *slog.Logger, cfg Config) *API {
 	}
 	if cfg.Owner == "" {
 		cfg.Owner = token.Hex(8)
+	}
+	if cfg.MaxTransfers == 0 {
+		cfg.MaxTransfers = 256
 	}
 	logger = logger.With("component", "rpcapi")
 	a := &API{cfg: cfg, logger: logger}

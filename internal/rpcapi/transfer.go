@@ -117,8 +117,11 @@ func (a *API) transferStart(ctx context.Context, req store.Request, p params) (a
 func (tr *transfers) start(ctx context.Context, req store.Request, d store.Direction, key gossh.PublicKey, allowed []store.State) (*transfer, error) {
 	a := tr.a
 	tr.mu.Lock()
-	old := tr.open[req.ID]
+	old, n := tr.open[req.ID], len(tr.open)
 	tr.mu.Unlock()
+	if old == nil && n >= a.cfg.MaxTransfers {
+		return nil, refuse("This server has as many transfers open as it allows (%d); try again in a few minutes.", a.cfg.MaxTransfers)
+	}
 	if old != nil {
 		if old.ep.Result().Running {
 			return nil, errBusy
