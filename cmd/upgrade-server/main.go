@@ -9,10 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	_ "time/tzdata" // time zone names for create's timezone, whatever the host has
 
@@ -72,9 +72,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			fmt.Fprintln(stdout, "upgrade-server: sftp off")
 		}
 		if a.HTTPS != nil {
-			_, port, _ := net.SplitHostPort(a.HTTPS.String())
-			fmt.Fprintf(stdout, "upgrade-server: https listening on https://localhost:%s (Odoo's upgrade client: UPGRADE_SERVER_NAME=https://%s SSL_CERT_FILE=%s)\n",
-				port, a.HostURI, a.CertPath)
+			fmt.Fprintf(stdout, "upgrade-server: https listening on %s (Odoo's upgrade script: UPGRADE_SERVER_NAME=https://%s SSL_CERT_FILE=%s)\n",
+				strings.Replace(app.LocalURL(a.HTTPS), "http://", "https://", 1), a.HostURI, a.CertPath)
 		}
 	})
 }

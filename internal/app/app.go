@@ -566,6 +566,10 @@ func newRsync(logger *slog.Logger, cfg Config, hostKeys []gossh.Signer, eng *eng
 		LoginGrace: cfg.SSHLoginGrace, Credential: eng.ToolsCredential(), Ciphers: cfg.SFTPCiphers})
 }
 
+// LocalURL is a listener's address as a URL a person on this machine can
+// open: http://localhost:<port> for a wildcard address.
+func LocalURL(addr net.Addr) string { return derivePublicURL(addr) }
+
 // derivePublicURL builds the base URL from the bound listen address: the
 // unspecified address becomes localhost, never 0.0.0.0.
 func derivePublicURL(addr net.Addr) string {
