@@ -240,6 +240,9 @@ func formatManifest(members []SetMember) []byte {
 	return b.Bytes()
 }
 
+// Manifest returns the set's manifest as stored (an export carries it).
+func (t *Set) Manifest() []byte { return formatManifest(t.members) }
+
 // Name is the set's name.
 func (t *Set) Name() Name { return t.name }
 

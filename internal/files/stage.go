@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -202,6 +204,30 @@ func (im *Import) Create(ctx context.Context, id int64, name Name) (*Writer, err
 	return &Writer{s: sk, h: nopHash{}}, nil
 }
 
+// CreateSetFile starts writing a staged file of set set of request id: the
+// member member, or the set's manifest when member is "". Apply puts a
+// request's manifests in place after all its other files, so a set shows
+// only once its members are there; its members are read only as the
+// manifest lists them.
+func (im *Import) CreateSetFile(ctx context.Context, id int64, set Name, member string) (*Writer, error) {
+	prefixKey, manifestKey, _, err := setKeys(id, set)
+	if err != nil {
+		return nil, err
+	}
+	k := manifestKey
+	if member != "" {
+		if err := checkMember(member); err != nil {
+			return nil, err
+		}
+		k = prefixKey + member
+	}
+	sk, err := im.s.b.create(ctx, importKey(im.nonce)+k)
+	if err != nil {
+		return nil, err
+	}
+	return &Writer{s: sk, h: nopHash{}}, nil
+}
+
 // Discard drops the staged files: the import changed nothing.
 func (im *Import) Discard(ctx context.Context) error {
 	return im.s.b.removePrefix(ctx, importKey(im.nonce))
@@ -232,6 +258,10 @@ func (im *Import) Apply(ctx context.Context, ids, removed []int64) error {
 	}
 	for _, id := range ids {
 		keep := map[string]bool{}
+		// Members before manifests: a set is complete once it shows.
+		sort.SliceStable(byID[id], func(i, j int) bool {
+			return !strings.HasSuffix(byID[id][i], ManifestSuffix) && strings.HasSuffix(byID[id][j], ManifestSuffix)
+		})
 		for _, k := range byID[id] {
 			keep[k] = true
 			if err := im.s.b.copy(ctx, importKey(im.nonce)+k, k); err != nil && !errors.Is(err, ErrNotExist) {
@@ -242,6 +272,10 @@ func (im *Import) Apply(ctx context.Context, ids, removed []int64) error {
 		if err != nil {
 			return err
 		}
+		// Manifests before members: a set goes incomplete first.
+		sort.SliceStable(current, func(i, j int) bool {
+			return strings.HasSuffix(string(current[i].Name), ManifestSuffix) && !strings.HasSuffix(string(current[j].Name), ManifestSuffix)
+		})
 		for _, c := range current {
 			if !keep[string(c.Name)] {
 				if err := im.s.b.remove(ctx, string(c.Name)); err != nil {

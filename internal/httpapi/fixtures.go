@@ -32,6 +32,17 @@ func fixtureFile(name string) bool {
 
 var uploadNameRE = regexp.MustCompile(`^upload-[0-9a-f]{16}$`)
 
+// fixtureSet says whether a request's set (its name without the final
+// "/") belongs in an export: a folder upload, the directory-format
+// result, its filestore.
+func fixtureSet(base string) bool {
+	switch files.SetName(base) {
+	case files.UpgradedDir, files.FilestoreSet:
+		return true
+	}
+	return uploadNameRE.MatchString(base)
+}
+
 // handleExport streams every request, its keys, log and files as a
 // .tar.gz: fixtures.json first, then requests/<id>/<file>.
 func handleExport(logger *slog.Logger, admin AdminStore, fs FileStore) http.HandlerFunc {
@@ -79,6 +90,12 @@ func exportFiles(ctx context.Context, tw *tar.Writer, fs FileStore, id int64) er
 		return err
 	}
 	for _, info := range list {
+		if info.Name.IsSet() {
+			if err := exportSet(ctx, tw, fs, id, info.Name); err != nil {
+				return err
+			}
+			continue
+		}
 		if !fixtureFile(string(info.Name)) {
 			continue
 		}
@@ -100,6 +117,45 @@ func exportFiles(ctx context.Context, tw *tar.Writer, fs FileStore, id int64) er
 		}
 	}
 	return nil
+}
+
+// exportSet writes a set as requests/<id>/<set>/<member>…, then its
+// manifest as requests/<id>/<set>.manifest (an import puts the manifest in
+// place last).
+func exportSet(ctx context.Context, tw *tar.Writer, fs FileStore, id int64, name files.Name) error {
+	base := strings.TrimSuffix(string(name), "/")
+	if !fixtureSet(base) {
+		return nil
+	}
+	set, err := fs.OpenSet(ctx, id, name)
+	if errors.Is(err, files.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, m := range set.Members() {
+		o, err := set.OpenMember(m.Name)
+		if err != nil {
+			return err
+		}
+		err = tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("requests/%d/%s/%s", id, base, m.Name), Mode: 0o600,
+			Size: m.Size, ModTime: o.Info().ModTime})
+		if err == nil {
+			_, err = io.CopyN(tw, o, m.Size)
+		}
+		o.Close()
+		if err != nil {
+			return err
+		}
+	}
+	manifest := set.Manifest()
+	if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("requests/%d/%s%s", id, base, files.ManifestSuffix), Mode: 0o600,
+		Size: int64(len(manifest))}); err != nil {
+		return err
+	}
+	_, err = tw.Write(manifest)
+	return err
 }
 
 func fixtureID(f store.Fixture) (int64, error) {
@@ -168,13 +224,13 @@ func handleImport(logger *slog.Logger, admin AdminStore, fs FileStore) http.Hand
 				bad("the archive is damaged: %v", err)
 				return
 			}
-			id, name, ok := fixturePath(h.Name)
+			id, f, ok := fixturePath(h.Name)
 			if !ok || !ids[id] || h.Typeflag != tar.TypeReg {
 				discard()
 				bad("unexpected member %q", h.Name)
 				return
 			}
-			if err := stageFile(r.Context(), im, id, name, tr); err != nil {
+			if err := stageFile(r.Context(), im, id, f, tr); err != nil {
 				discard()
 				bad("%s: %v", h.Name, err)
 				return
@@ -208,8 +264,14 @@ func handleImport(logger *slog.Logger, admin AdminStore, fs FileStore) http.Hand
 	}
 }
 
-func stageFile(ctx context.Context, im *files.Import, id int64, name string, r io.Reader) error {
-	w, err := im.Create(ctx, id, files.Name(name))
+func stageFile(ctx context.Context, im *files.Import, id int64, f fixtureEntry, r io.Reader) error {
+	var w *files.Writer
+	var err error
+	if f.set != "" {
+		w, err = im.CreateSetFile(ctx, id, files.SetName(f.set), f.member)
+	} else {
+		w, err = im.Create(ctx, id, files.Name(f.name))
+	}
 	if err != nil {
 		return err
 	}
@@ -278,15 +340,30 @@ func RecoverImports(ctx context.Context, logger *slog.Logger, imports ImportStor
 	return errors.Join(errs...)
 }
 
-// fixturePath reads requests/<id>/<file of an export>.
-func fixturePath(name string) (int64, string, bool) {
+// fixtureEntry is a file of an export: a request's file (name), or a
+// set's member or manifest (set, and member: "" for the manifest).
+type fixtureEntry struct {
+	name, set, member string
+}
+
+// fixturePath reads requests/<id>/<file>, requests/<id>/<set>/<member…>
+// and requests/<id>/<set>.manifest of an export.
+func fixturePath(name string) (int64, fixtureEntry, bool) {
 	parts := strings.Split(path.Clean(name), "/")
-	if len(parts) != 3 || parts[0] != "requests" {
-		return 0, "", false
+	if len(parts) < 3 || parts[0] != "requests" {
+		return 0, fixtureEntry{}, false
 	}
 	id, err := strconv.ParseInt(parts[1], 10, 64)
-	if err != nil || id <= 0 || strconv.FormatInt(id, 10) != parts[1] || !fixtureFile(parts[2]) {
-		return 0, "", false
+	if err != nil || id <= 0 || strconv.FormatInt(id, 10) != parts[1] {
+		return 0, fixtureEntry{}, false
 	}
-	return id, parts[2], true
+	switch base, manifest := strings.CutSuffix(parts[2], files.ManifestSuffix); {
+	case len(parts) > 3 && fixtureSet(parts[2]):
+		return id, fixtureEntry{set: parts[2], member: strings.Join(parts[3:], "/")}, true
+	case len(parts) == 3 && manifest && fixtureSet(base):
+		return id, fixtureEntry{set: base}, true
+	case len(parts) == 3 && fixtureFile(parts[2]):
+		return id, fixtureEntry{name: parts[2]}, true
+	}
+	return 0, fixtureEntry{}, false
 }

@@ -51,6 +51,7 @@ type FileStore interface {
 	RemoveRequest(ctx context.Context, id int64) error
 	StagedSize(id int64, name files.Name) (int64, bool)
 	NewImport(ctx context.Context) (*files.Import, error)
+	OpenSet(ctx context.Context, id int64, set files.Name) (*files.Set, error)
 }
 
 // SQLStreamFunc converts a request's file, a dump with the given layers,
