@@ -100,6 +100,21 @@ func EnvVars(list []string) ([]string, []Problem) {
 	return out, nil
 }
 
+// AllowedEnvVars keeps of a request's stored env_vars those EnvVars
+// accepts now, and returns the names of the others: a request created
+// before a name was denied still holds it in its record.
+func AllowedEnvVars(list []string) (kept, dropped []string) {
+	for _, kv := range list {
+		if _, probs := EnvVars([]string{kv}); probs != nil {
+			name, _, _ := strings.Cut(kv, "=")
+			dropped = append(dropped, ShownName(name))
+			continue
+		}
+		kept = append(kept, kv)
+	}
+	return kept, dropped
+}
+
 // SSHKey checks ssh_key, the client's public key (the .pub file's text):
 // one key, by the rules of request_sftp_access's keys. It returns the key
 // as one authorized_keys line.

@@ -32,6 +32,13 @@ func TestEnvVars(t *testing.T) {
 	}
 }
 
+func TestAllowedEnvVars(t *testing.T) {
+	kept, dropped := AllowedEnvVars([]string{"UPG_DEBUG=1", "PSQLRC=filestore/0a/rc", "A=x=y", "ld_preload=/x.so"})
+	if !slices.Equal(kept, []string{"UPG_DEBUG=1", "A=x=y"}) || !slices.Equal(dropped, []string{"PSQLRC", "ld_preload"}) {
+		t.Fatalf("AllowedEnvVars = %q, %q", kept, dropped)
+	}
+}
+
 func TestSSHKey(t *testing.T) {
 	const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 	if got, probs := SSHKey(key + " user@host\n"); probs != nil || got != key {
