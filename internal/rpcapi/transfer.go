@@ -48,6 +48,10 @@ type transfers struct {
 	a    *API
 	mu   sync.Mutex
 	open map[int64]*transfer
+	// starting are the requests whose transfer/start runs: one at a time
+	// per request, each holding a place under Config.MaxTransfers until
+	// its transfer is open (or it failed).
+	starting map[int64]bool
 }
 
 // transfer is one open endpoint and what watches it.
@@ -65,7 +69,9 @@ type transfer struct {
 	owner     *transfers
 }
 
-func newTransfers(a *API) *transfers { return &transfers{a: a, open: map[int64]*transfer{}} }
+func newTransfers(a *API) *transfers {
+	return &transfers{a: a, open: map[int64]*transfer{}, starting: map[int64]bool{}}
+}
 
 // transferStart: token, transfer_type (upload, download) → ssh_port,
 // known_hosts; dump_name for a download.
@@ -116,12 +122,25 @@ func (a *API) transferStart(ctx context.Context, req store.Request, p params) (a
 // alive, makes it fail.
 func (tr *transfers) start(ctx context.Context, req store.Request, d store.Direction, key gossh.PublicKey, allowed []store.State) (*transfer, error) {
 	a := tr.a
+	// Check and reserve at once: starts that ran side by side each opened
+	// an endpoint, and all but the last were left open, uncounted.
 	tr.mu.Lock()
-	old, n := tr.open[req.ID], len(tr.open)
-	tr.mu.Unlock()
-	if old == nil && n >= a.cfg.MaxTransfers {
+	old := tr.open[req.ID]
+	if tr.starting[req.ID] {
+		tr.mu.Unlock()
+		return nil, errBusy
+	}
+	if old == nil && tr.placesTaken() >= a.cfg.MaxTransfers {
+		tr.mu.Unlock()
 		return nil, refuse("This server has as many transfers open as it allows (%d); try again in a few minutes.", a.cfg.MaxTransfers)
 	}
+	tr.starting[req.ID] = true
+	tr.mu.Unlock()
+	defer func() {
+		tr.mu.Lock()
+		delete(tr.starting, req.ID)
+		tr.mu.Unlock()
+	}()
 	if old != nil {
 		if old.ep.Result().Running {
 			return nil, errBusy
@@ -168,10 +187,23 @@ func (tr *transfers) start(ctx context.Context, req store.Request, d store.Direc
 	t := &transfer{id: req.ID, direction: d, ep: ep, dir: dir, stop: stop, done: make(chan struct{}), owner: tr}
 	tr.mu.Lock()
 	tr.open[req.ID] = t
+	delete(tr.starting, req.ID)
 	tr.mu.Unlock()
 	go tr.watch(kctx, t, allowed)
 	a.logger.Info("transfer opened", "request_id", req.ID, "direction", d, "port", ep.Port())
 	return t, nil
+}
+
+// placesTaken counts the open transfers and the starts that will open
+// one; tr.mu is held.
+func (tr *transfers) placesTaken() int {
+	n := len(tr.open)
+	for id := range tr.starting {
+		if tr.open[id] == nil {
+			n++
+		}
+	}
+	return n
 }
 
 var errBusy = refuse("Another transfer of this request is running; wait for it to end.")

@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -143,4 +145,50 @@ func withMember(t *testing.T, z []byte, name, content string) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+// TestRPCTransferStartRace: transfer/start calls for one request at once
+// leave one endpoint listening; the others are refused or replaced, never
+// left open outside the server's count (each is a listener, and the count
+// is what caps them).
+func TestRPCTransferStartRace(t *testing.T) {
+	t.Parallel()
+	c := newOdooServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	oc := c.odoo()
+	if _, err := oc.Create(ctx, "M-security", "16.0", "test", nil); err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
+	ports := make(chan int, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			<-start
+			res, err := oc.Call(ctx, "transfer/start", map[string]any{"token": oc.Token, "transfer_type": "upload"})
+			if p, ok := res["ssh_port"].(float64); err == nil && ok {
+				ports <- int(p)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(ports)
+	var open []int
+	answered := 0
+	for p := range ports {
+		answered++
+		if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), 2*time.Second); err == nil {
+			conn.Close()
+			open = append(open, p)
+		}
+	}
+	if answered == 0 || len(open) != 1 {
+		t.Fatalf("%d transfer/start answered a port; %d of them still listen (%v), want exactly one", answered, len(open), open)
+	}
+	if err := oc.Stop(ctx); err == nil || !strings.Contains(err.Error(), "No rsync reached") {
+		t.Errorf("transfer/stop: %v", err)
+	}
 }
