@@ -119,3 +119,33 @@ func TestTransferCap(t *testing.T) {
 			open, max, listening, len(ports), capped, busy)
 	}
 }
+
+// TestTreeUsage: every entry of an upload folder counts (a folder of empty
+// folders is not free), and the walk stops once past a bound.
+func TestTreeUsage(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 50 {
+		if err := os.Mkdir(filepath.Join(dir, fmt.Sprintf("d%02d", i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "d00", "f"), make([]byte, 1000), 0o644)
+	os.Symlink("/etc/passwd", filepath.Join(dir, "link"))
+	if n, entries := treeUsage(dir, 0, 1000); entries != 52 || n != 52*entryBytes+1000 {
+		t.Fatalf("treeUsage = %d bytes, %d entries; want %d, 52", n, entries, 52*entryBytes+1000)
+	}
+	if _, entries := treeUsage(dir, 0, 10); entries != 11 {
+		t.Fatalf("the walk went on past the entries' bound: %d entries", entries)
+	}
+	if n, entries := treeUsage(dir, 3*entryBytes, 1000); entries > 4 || n <= 3*entryBytes {
+		t.Fatalf("the walk went on past the bytes' bound: %d bytes, %d entries", n, entries)
+	}
+	a := New(slog.New(slog.DiscardHandler), Config{MaxUploadBytes: 100 * entryBytes})
+	if why := a.overLimit(dir); why != "" {
+		t.Fatalf("overLimit = %q under the limit", why)
+	}
+	a.cfg.MaxUploadBytes = 10 * entryBytes
+	if why := a.overLimit(dir); !strings.Contains(why, "larger than this server accepts") {
+		t.Fatalf("overLimit = %q past the limit", why)
+	}
+}

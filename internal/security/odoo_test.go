@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -191,4 +192,196 @@ func TestRPCTransferStartRace(t *testing.T) {
 	if err := oc.Stop(ctx); err == nil || !strings.Contains(err.Error(), "No rsync reached") {
 		t.Errorf("transfer/stop: %v", err)
 	}
+}
+
+// TestRPCUploadFolderEntriesCount: every entry of an rsync upload counts
+// against UPGRADE_MAX_UPLOAD_BYTES, not only the bytes of its files:
+// folders and empty files take disk space and inodes too, and a folder
+// of empty folders must not fill the disk past the limit.
+func TestRPCUploadFolderEntriesCount(t *testing.T) {
+	t.Parallel()
+	c := newOdooServer(t, func(cfg *app.Config) { cfg.MaxUploadBytes = 1 << 20 })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	src := filepath.Join(t.TempDir(), "origin.dump")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	toc := fixtureMember(t, "odoo12.dir.tar", "toc.dat")
+	if err := os.WriteFile(filepath.Join(src, "toc.dat"), toc, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 600 { // 600 folders: 2.4 MB of blocks on most file systems
+		if err := os.Mkdir(filepath.Join(src, fmt.Sprintf("d%04d", i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oc := c.odoo()
+	if _, err := oc.Create(ctx, "M-security", "16.0", "test", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := oc.Upload(ctx, src+"/", "origin.dump")
+	if err == nil || !strings.Contains(err.Error(), "larger than this server accepts") {
+		t.Errorf("an upload of 600 empty folders under a 1 MiB limit: %v", err)
+	}
+	if st, err := oc.Status(ctx); err != nil || st["status"] != "new" {
+		t.Errorf("after the refused upload: %v %v", st, err)
+	}
+	// Nothing of it is kept (nothing to resume), and the client can send
+	// its dump.
+	if _, err := os.Stat(c.uploadDir(oc.RequestID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused upload's folder stays: %v", err)
+	}
+	if err := os.RemoveAll(src); err != nil {
+		t.Fatal(err)
+	}
+	sql := filepath.Join(t.TempDir(), "origin.sql")
+	if err := os.WriteFile(sql, fixture(t, "odoo12.sql"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oc.Upload(ctx, sql, "origin.sql"); err != nil {
+		t.Fatalf("an upload within the limit after a refused one: %v", err)
+	}
+}
+
+// fixtureMember is one member of a tar fixture.
+func fixtureMember(t *testing.T, tarName, member string) []byte {
+	t.Helper()
+	out, err := exec.Command("tar", "-xOf", fixtures+tarName, "--wildcards", "*/"+member).Output()
+	if err != nil {
+		t.Fatalf("tar %s %s: %v", tarName, member, err)
+	}
+	return out
+}
+
+// TestRPCUploadSwappedBeforeStop: what the tools user (rsync's, and the
+// tools' on hostile dumps) can do to an upload folder between the rsync
+// and transfer/stop: a link to a file of the server's, a FIFO, a second
+// link to a file it does not own. transfer/stop refuses each promptly,
+// records nothing, and never reads through them. The test plays the
+// tools user (it runs as root, or as the tools user itself).
+func TestRPCUploadSwappedBeforeStop(t *testing.T) {
+	t.Parallel()
+	c := newOdooServer(t, nil)
+	secretDir := t.TempDir()
+	secret := filepath.Join(secretDir, "secret.sql")
+	if err := os.WriteFile(secret, []byte("-- SECRET-OF-THE-SERVER\nSELECT 1;\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	toc := fixtureMember(t, "odoo12.dir.tar", "toc.dat")
+	work := t.TempDir()
+	folder := filepath.Join(work, "origin.dump")
+	os.MkdirAll(folder, 0o755)
+	os.WriteFile(filepath.Join(folder, "toc.dat"), toc, 0o644)
+	plain := filepath.Join(work, "origin.sql")
+	os.WriteFile(plain, fixture(t, "odoo12.sql"), 0o644)
+
+	for _, tt := range []struct {
+		name, src, dest string
+		swap            func(t *testing.T, dir string) // dir: the upload folder
+		want            string
+	}{
+		{"origin.sql a link to a server file", plain, "origin.sql", func(t *testing.T, dir string) {
+			replaceBy(t, filepath.Join(dir, "origin.sql"), func(p string) error { return os.Symlink(secret, p) })
+		}, "neither a file nor a folder"},
+		{"origin.sql a FIFO", plain, "origin.sql", func(t *testing.T, dir string) {
+			replaceBy(t, filepath.Join(dir, "origin.sql"), func(p string) error { return syscall.Mkfifo(p, 0o644) })
+		}, "neither a file nor a folder"},
+		{"origin.dump a link to a server folder", folder + "/", "origin.dump", func(t *testing.T, dir string) {
+			replaceBy(t, filepath.Join(dir, "origin.dump"), func(p string) error { return os.Symlink(secretDir, p) })
+		}, "neither a file nor a folder"},
+		{"toc.dat a FIFO", folder + "/", "origin.dump", func(t *testing.T, dir string) {
+			replaceBy(t, filepath.Join(dir, "origin.dump", "toc.dat"), func(p string) error { return syscall.Mkfifo(p, 0o644) })
+		}, "/data/origin.dump/toc.dat is not a plain file"},
+		{"toc.dat a link to a server file", folder + "/", "origin.dump", func(t *testing.T, dir string) {
+			replaceBy(t, filepath.Join(dir, "origin.dump", "toc.dat"), func(p string) error { return os.Symlink(secret, p) })
+		}, "/data/origin.dump/toc.dat is not a plain file"},
+		{"a member hard-linked to a server file", folder + "/", "origin.dump", func(t *testing.T, dir string) {
+			if err := os.Link(secret, filepath.Join(dir, "origin.dump", "3001.dat")); err != nil {
+				t.Fatal(err)
+			}
+		}, "has other links"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.want == "has other links" && os.Geteuid() != 0 {
+				t.Skip("the tools user is this test's own: only root plays another owner's file")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			oc := c.odoo()
+			if _, err := oc.Create(ctx, "M-security", "16.0", "test", nil); err != nil {
+				t.Fatal(err)
+			}
+			tr, err := oc.Start(ctx, "upload")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out, err := oc.UploadCommand(ctx, tr, tt.src, tt.dest).CombinedOutput(); err != nil {
+				t.Fatalf("rsync: %v\n%s", err, out)
+			}
+			dir := c.uploadDir(oc.RequestID)
+			tt.swap(t, dir)
+			sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+			defer scancel()
+			stopped := make(chan error, 1)
+			go func() { stopped <- oc.Stop(sctx) }()
+			select {
+			case err = <-stopped:
+			case <-time.After(25 * time.Second):
+				err = errors.New("transfer/stop hung")
+			}
+			t.Logf("transfer/stop: %v", err)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("transfer/stop: %v, want a refusal saying %q", err, tt.want)
+			}
+			// Unblock a server stuck on a FIFO, so that it can stop.
+			filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+				if err == nil && d.Type()&os.ModeNamedPipe != 0 {
+					if f, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+						f.Close()
+					}
+				}
+				return nil
+			})
+			if st, err := oc.Status(ctx); err != nil || st["status"] != "new" {
+				t.Errorf("after the refused upload: %v %v", st, err)
+			}
+			if b, err := os.ReadFile(secret); err != nil || !strings.Contains(string(b), "SECRET") {
+				t.Errorf("the server's file changed: %q %v", b, err)
+			}
+			if st, err := os.Stat(secret); err != nil || st.Mode().Perm() != 0o600 || st.Sys().(*syscall.Stat_t).Nlink > 2 {
+				t.Errorf("the server's file: %v %v", st, err)
+			}
+			assertNoSecretStored(t, c.srv.DataDir)
+		})
+	}
+}
+
+// replaceBy replaces the file at p by what mk makes there.
+func replaceBy(t *testing.T, p string, mk func(p string) error) {
+	t.Helper()
+	if err := os.RemoveAll(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := mk(p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assertNoSecretStored fails if a file of the server's data directory
+// holds the secret of TestRPCUploadSwappedBeforeStop or is a link.
+func assertNoSecretStored(t *testing.T, data string) {
+	t.Helper()
+	filepath.WalkDir(filepath.Join(data, "requests"), func(p string, d os.DirEntry, err error) error {
+		switch {
+		case err != nil:
+		case d.Type()&os.ModeSymlink != 0:
+			t.Errorf("the store holds a link: %s", p)
+		case d.Type().IsRegular():
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte("SECRET-OF-THE-SERVER")) {
+				t.Errorf("the store holds the server's secret file: %s", p)
+			}
+		}
+		return nil
+	})
 }
