@@ -385,3 +385,48 @@ func assertNoSecretStored(t *testing.T, data string) {
 		return nil
 	})
 }
+
+// TestRPCDownloadFolderIsPrivate: while a download is open, its folder
+// (hard links to the store's files, which rsync reads as the tools user)
+// is closed to every other local user: its path is predictable and the
+// work folder above it is traversable.
+func TestRPCDownloadFolderIsPrivate(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("only root plays another local user")
+	}
+	c := newOdooServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	src := filepath.Join(t.TempDir(), "odoo12.dir")
+	if out, err := exec.Command("tar", "-xf", fixtures+"odoo12.dir.tar", "-C", filepath.Dir(src)).CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, out)
+	}
+	oc := c.odoo()
+	if _, err := oc.Create(ctx, "M-security", "16.0", "test", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oc.Upload(ctx, src+"/", "origin.dump"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := oc.Wait(ctx, 50*time.Millisecond, nil); err != nil || st["status"] != "done" {
+		t.Fatalf("the request ended %v (%v)", st, err)
+	}
+	if _, err := oc.Start(ctx, "download"); err != nil {
+		t.Fatal(err)
+	}
+	defer oc.Stop(ctx)
+	toc := filepath.Join(strings.TrimSuffix(c.uploadDir(oc.RequestID), "-upload")+"-download", "upgraded.dump", "toc.dat")
+	if _, err := os.Stat(toc); err != nil {
+		t.Fatalf("the download holds no toc.dat: %v", err)
+	}
+	cat := exec.Command("cat", toc)
+	cat.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 12345, Gid: 12345}}
+	if out, err := cat.CombinedOutput(); err == nil {
+		t.Errorf("another local user read the download's toc.dat (%d bytes)", len(out))
+	}
+	// The tools user (rsync's) still reads it: the download works.
+	if _, err := oc.Download(ctx, t.TempDir()); err != nil {
+		t.Errorf("download: %v", err)
+	}
+}
