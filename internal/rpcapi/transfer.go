@@ -666,8 +666,13 @@ func upperFirst(s string) string {
 	return strings.ToUpper(s[:1]) + s[1:]
 }
 
-// scrub keeps a server path out of an rsync message shown to a client.
+// scrub keeps a server path out of an rsync message shown to a client:
+// the transfer folder's, as given and with its links resolved (rsync
+// names files from its working directory, which has none).
 func scrub(msg, dir string) string {
+	if real, err := filepath.EvalSymlinks(dir); err == nil && real != dir {
+		msg = strings.ReplaceAll(msg, real, "/data")
+	}
 	msg = strings.ReplaceAll(msg, dir, "/data")
 	if msg == "" {
 		return "rsync failed"
