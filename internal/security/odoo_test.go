@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -428,5 +429,98 @@ func TestRPCDownloadFolderIsPrivate(t *testing.T) {
 	// The tools user (rsync's) still reads it: the download works.
 	if _, err := oc.Download(ctx, t.TempDir()); err != nil {
 		t.Errorf("download: %v", err)
+	}
+}
+
+// TestRPCHostileCalls: malformed, deep, oversized and mistyped JSON-RPC
+// bodies, and tokens in other forms than the one given, each get HTTP 200,
+// a Content-Length and one {"result": {"error"}} that echoes nothing of
+// the body and says nothing of the request; the log's Range is read
+// safely whatever it says.
+func TestRPCHostileCalls(t *testing.T) {
+	t.Parallel()
+	c := newOdooServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	oc := c.odoo()
+	if _, err := oc.Create(ctx, "M-security", "16.0", "test", nil); err != nil {
+		t.Fatal(err)
+	}
+	post := func(call string, body []byte) (int, string) {
+		t.Helper()
+		resp, err := http.Post(c.srv.URL+"/upgrade/request/"+call, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.ContentLength <= 0 || !strings.Contains(resp.Header.Get("Content-Type"), "application/json") {
+			t.Errorf("%s %.40q: Content-Length %d, Content-Type %q", call, body, resp.ContentLength, resp.Header.Get("Content-Type"))
+		}
+		return resp.StatusCode, string(b)
+	}
+	deep := strings.Repeat(`{"a":`, 200000) + "1" + strings.Repeat("}", 200000)
+	for _, body := range []string{
+		"", "null", "[]", `"x"`, "{nope", deep, `{"params": ` + deep + `}`,
+		`{"params": {"token": ` + strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + `}}`,
+		`{"params": {"token": {"$ne": null}}}`, `{"params": {"token": ["` + oc.Token + `"]}}`,
+		`{"params": {"token": "` + strings.ToUpper(oc.Token) + `"}}`, `{"params": {"token": " ` + oc.Token + `"}}`,
+		`{"params": {"token": "` + oc.Token + `\u0000"}}`, `{"params": {"token": "` + oc.Token[:39] + `"}}`,
+		`{"params": {"token": "%"}}`, `{"params": {"token": "` + oc.Token + `", "token": "x"}}`,
+	} {
+		for _, call := range []string{"status", "process", "transfer/start", "transfer/stop"} {
+			code, ans := post(call, []byte(body))
+			if code != 200 || !strings.Contains(ans, `"error"`) {
+				t.Errorf("%s %.60q: HTTP %d %.200s", call, body, code, ans)
+			}
+			if strings.Contains(ans, oc.Token) || strings.Contains(ans, c.srv.DataDir) || strings.Contains(ans, "$ne") {
+				t.Errorf("%s %.60q: the answer echoes the body or a path: %.300s", call, body, ans)
+			}
+		}
+	}
+	for _, body := range []string{
+		`{"params": {"token": "` + oc.Token + `", "transfer_type": {"x": 1}}}`,
+		`{"params": {"token": "` + oc.Token + `", "transfer_type": "upload\u0000"}}`,
+		`{"params": {"token": "` + oc.Token + `", "transfer_type": "` + strings.Repeat("\u202e", 5000) + `"}}`,
+	} {
+		if code, ans := post("transfer/start", []byte(body)); code != 200 || !strings.Contains(ans, `"error"`) || len(ans) > 1000 {
+			t.Errorf("transfer/start %.60q: HTTP %d %.200s", body, code, ans)
+		}
+	}
+	// create: wrong types and a request key or token never echoed.
+	for _, body := range []string{
+		`{"params": {"contract": ["M1"], "target": "16.0", "aim": "test", "ssh_key": "x"}}`,
+		`{"params": {"contract": "M1", "target": "16.0", "aim": "test", "ssh_key": "x", "env_vars": "PATH=/tmp"}}`,
+		`{"params": {"contract": "M1", "target": "16.0", "aim": "test", "ssh_key": "x", "env_vars": [{"PATH": "/tmp"}]}}`,
+		`{"params": {"contract": "M1", "target": "16.0", "aim": "test", "ssh_key": "x", "env_vars": ["A=` + strings.Repeat("x", 20000) + `"]}}`,
+	} {
+		if code, ans := post("create", []byte(body)); code != 200 || !strings.Contains(ans, `"error"`) || strings.Contains(ans, `"token"`) {
+			t.Errorf("create %.60q: HTTP %d %.200s", body, code, ans)
+		}
+	}
+	// The log: any Range, never a 416, never a server error.
+	for _, rng := range []string{"bytes=-1", "bytes=-", "bytes=999999999999999999-", "bytes=9999999999999999999999-",
+		"bytes=0-0,1-1", "bytes=18446744073709551615-", "bytes=\x00", strings.Repeat("bytes=1-", 1000)} {
+		req, _ := http.NewRequest(http.MethodGet, c.srv.URL+"/upgrade/request/logs?token="+oc.Token, nil)
+		req.Header.Set("Range", rng)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			continue // refused by the client library itself
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 && resp.StatusCode != 206 {
+			t.Errorf("logs with Range %.40q: HTTP %d", rng, resp.StatusCode)
+		}
+	}
+	for _, tok := range []string{"", strings.ToUpper(oc.Token), oc.Token + "%00", strings.Repeat("a", 100000)} {
+		resp, err := http.Get(c.srv.URL + "/upgrade/request/logs?token=" + tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), "Unknown or invalid token") {
+			t.Errorf("logs with token %.20q: HTTP %d %.200s", tok, resp.StatusCode, b)
+		}
 	}
 }
