@@ -3,17 +3,21 @@ package security_test
 import (
 	"archive/zip"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -522,5 +526,126 @@ func TestRPCHostileCalls(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(string(b), "Unknown or invalid token") {
 			t.Errorf("logs with token %.20q: HTTP %d %.200s", tok, resp.StatusCode, b)
 		}
+	}
+}
+
+// folderOf writes files (name -> content; names may hold "/") as a
+// folder, the way the script's -d sends a directory dump.
+func folderOf(t *testing.T, files map[string][]byte) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "origin.dump")
+	for name, body := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// unzipped is a zip's files, by base name.
+func unzipped(t *testing.T, z []byte) map[string][]byte {
+	t.Helper()
+	zr, err := zip.NewReader(bytes.NewReader(z), int64(len(z)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	for _, f := range zr.File {
+		rc, _ := f.Open()
+		out[path.Base(f.Name)], _ = io.ReadAll(rc)
+		rc.Close()
+	}
+	return out
+}
+
+// TestRPCFolderDumpTricks: a directory dump sent as a folder (a set of
+// files, never packed) goes through the same checks as a zipped one:
+// toc.dat and blobs.toc may only name pg_dump's data files of the folder,
+// a data file that expands past UPGRADE_MAX_RESTORE_BYTES fails the
+// request, and a custom dump posing as toc.dat is refused or restored,
+// never more.
+func TestRPCFolderDumpTricks(t *testing.T) {
+	t.Parallel()
+	const limit = 4 << 20
+	c := newOdooServer(t, func(cfg *app.Config) {
+		cfg.Engine = "builtin"
+		cfg.Workers = 4
+		cfg.MaxRestoreBytes = limit
+	})
+	_, files := dirArchive(t)
+	data := dataFile(t, files)
+	withTOC := func(name string) map[string][]byte {
+		out := maps.Clone(files)
+		out["toc.dat"] = bytes.ReplaceAll(files["toc.dat"], []byte(data), []byte(name))
+		return out
+	}
+	lo := unzipped(t, pgDumpOf(t, "SELECT lo_from_bytea(0, 'a large object');", "d"))
+	lo["blobs.toc"] = regexp.MustCompile(`blob_[0-9]+\.dat`).ReplaceAll(lo["blobs.toc"], []byte("../../../../../../../../etc/passwd"))
+	// A table whose data file becomes a bomb of valid rows.
+	bomb := unzipped(t, pgDumpOf(t, "CREATE TABLE public.big (s text); INSERT INTO public.big VALUES ('BOMB-MARKER');", "d"))
+	for name, body := range bomb {
+		if !strings.HasSuffix(name, ".dat.gz") {
+			continue
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			continue
+		}
+		rows, _ := io.ReadAll(zr)
+		if !bytes.Contains(rows, []byte("BOMB-MARKER")) {
+			continue
+		}
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		line := []byte(strings.Repeat("x", 1000) + "\n")
+		for range 64 << 10 { // 64 MiB of rows
+			zw.Write(line)
+		}
+		zw.Close()
+		bomb[name] = b.Bytes()
+	}
+	custom := maps.Clone(files)
+	custom["toc.dat"] = fixture(t, "odoo12.custom.dump")
+
+	for _, tc := range []struct {
+		name  string
+		files map[string][]byte
+		want  string // in the reason; "" for any end but a hang
+	}{
+		{"toc.dat names a file above the folder", withTOC("../x.dat"), "not a pg_dump data file name"},
+		{"toc.dat names an absolute path", withTOC("/x/y.dat"), "not a pg_dump data file name"},
+		{"toc.dat names a file the folder lacks", withTOC("9999.dat"), "lacks 9999.dat"},
+		{"blobs.toc names a host file", lo, "not a large object file of the archive"},
+		{"a data file that expands past the limit", bomb, "past 4 MiB"},
+		{"a custom dump as toc.dat", custom, "toc.dat is not the table of contents"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			oc := c.odoo()
+			if _, err := oc.Create(ctx, "M-security", "16.0", "test", nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := oc.Upload(ctx, folderOf(t, tc.files)+"/", "origin.dump"); err != nil {
+				t.Fatal(err)
+			}
+			st, err := oc.Wait(ctx, 100*time.Millisecond, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reason, _ := st["reason"].(string)
+			t.Logf("%s: %v", st["status"], reason)
+			if tc.want != "" && (st["status"] != "failed" || !strings.Contains(reason, tc.want)) {
+				t.Errorf("status %v, reason %q; want failed saying %q", st["status"], reason, tc.want)
+			}
+			if strings.Contains(reason, "root:") || strings.Contains(reason, c.srv.DataDir) {
+				t.Errorf("the reason shows a host file or path: %q", reason)
+			}
+		})
 	}
 }
