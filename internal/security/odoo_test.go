@@ -649,3 +649,49 @@ func TestRPCFolderDumpTricks(t *testing.T) {
 		})
 	}
 }
+
+// TestRPCUploadFolderRefusals: a folder sent with what a set may not hold
+// (a link, made before the upload and sent with -l; a name with a line
+// break or a terminal escape; a hidden file) is refused at transfer/stop
+// with its reason, the name shown escaped, no server path, nothing
+// recorded.
+func TestRPCUploadFolderRefusals(t *testing.T) {
+	t.Parallel()
+	c := newOdooServer(t, nil)
+	_, files := dirArchive(t)
+	for _, tc := range []struct {
+		name string
+		add  func(dir string) error
+		want string
+	}{
+		{"a link to /etc/passwd", func(dir string) error { return os.Symlink("/etc/passwd", filepath.Join(dir, "9999.dat")) }, "is a symbolic link"},
+		{"a link to a folder", func(dir string) error { return os.Symlink("/etc", filepath.Join(dir, "etc")) }, "is a symbolic link"},
+		{"a line break in a name", func(dir string) error { return os.WriteFile(filepath.Join(dir, "a\nb.dat"), nil, 0o644) }, `"a\nb.dat" has a control character`},
+		{"a terminal escape in a name", func(dir string) error { return os.WriteFile(filepath.Join(dir, "\x1b[2Jx.dat"), nil, 0o644) }, "has a control character"},
+		{"a hidden file", func(dir string) error { return os.WriteFile(filepath.Join(dir, ".hidden"), nil, 0o644) }, "is hidden"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			src := folderOf(t, files)
+			if err := tc.add(src); err != nil {
+				t.Fatal(err)
+			}
+			oc := c.odoo()
+			if _, err := oc.Create(ctx, "M-security", "16.0", "test", nil); err != nil {
+				t.Fatal(err)
+			}
+			_, err := oc.Upload(ctx, src+"/", "origin.dump")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("transfer/stop: %v, want a refusal saying %q", err, tc.want)
+			}
+			if strings.ContainsAny(err.Error(), "\n\x1b") || strings.Contains(err.Error(), c.srv.DataDir) || strings.Contains(err.Error(), "/tmp/") {
+				t.Errorf("the answer holds a control character or a server path: %q", err)
+			}
+			if st, err := oc.Status(ctx); err != nil || st["status"] != "new" {
+				t.Errorf("after the refused upload: %v %v", st, err)
+			}
+		})
+	}
+}
