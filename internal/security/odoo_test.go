@@ -695,3 +695,58 @@ func TestRPCUploadFolderRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestRPCStopThroughAnotherProcess: with two front ends on one database,
+// transfer/stop reaching the process that does not run the transfer asks
+// the other to stop it (NOTIFY): it stops the caller's transfer, the one
+// its token names, and no other request's.
+func TestRPCStopThroughAnotherProcess(t *testing.T) {
+	t.Parallel()
+	var dbURL string
+	p1 := newOdooServer(t, func(cfg *app.Config) { dbURL = cfg.DatabaseURL })
+	p2 := newOdooServer(t, func(cfg *app.Config) { cfg.DatabaseURL = dbURL })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// a (the victim) and b (the attacker) open their transfers on p1.
+	a, b := p1.odoo(), p1.odoo()
+	for _, oc := range []*odooclient.Client{a, b} {
+		if _, err := oc.Create(ctx, "M-security", "16.0", "test", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ta, err := a.Start(ctx, "upload")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Start(ctx, "upload"); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "origin.sql")
+	os.WriteFile(src, fixture(t, "odoo12.sql"), 0o644)
+	if out, err := a.UploadCommand(ctx, ta, src, "origin.sql").CombinedOutput(); err != nil {
+		t.Fatalf("rsync: %v\n%s", err, out)
+	}
+	// on p2, the other process
+	via := func(oc *odooclient.Client) *odooclient.Client {
+		other := p2.odoo()
+		other.Token, other.RequestID, other.Base = oc.Token, oc.RequestID, "https://"+p2.addrs.HTTPS.String()
+		return other
+	}
+	if err := via(b).Stop(ctx); err == nil || !strings.Contains(err.Error(), "No rsync reached") {
+		t.Fatalf("b's transfer/stop through p2: %v", err)
+	}
+	if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", ta.Port), 2*time.Second); err != nil {
+		t.Fatalf("b's stop closed a's endpoint: %v", err)
+	} else {
+		conn.Close()
+	}
+	if st, err := a.Status(ctx); err != nil || st["status"] != "new" {
+		t.Fatalf("a after b's stop: %v %v", st, err)
+	}
+	if err := via(a).Stop(ctx); err != nil {
+		t.Fatalf("a's transfer/stop through p2: %v", err)
+	}
+	if st, err := a.Status(ctx); err != nil || st["status"] == "new" {
+		t.Fatalf("a after its stop: %v %v", st, err)
+	}
+}
