@@ -499,7 +499,10 @@ func TestRsyncMemoryLimit(t *testing.T) {
 	var limits string
 	waitFor(t, "the server's rsync", 30*time.Second, func() bool {
 		for _, p := range processesIn(t, e.data) {
-			pid, _, _ := strings.Cut(p, " ")
+			pid, cmdline, _ := strings.Cut(p, " ")
+			if strings.HasPrefix(cmdline, "sh ") {
+				continue // the shell that sets the limit, before its exec
+			}
 			if b, err := os.ReadFile(filepath.Join("/proc", pid, "limits")); err == nil {
 				limits = string(b)
 				return true
