@@ -28,7 +28,7 @@ var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 var envDenied = []string{
 	// the loader, the C library, the shells
 	"PATH", "HOME", "SHELL", "USER", "LOGNAME", "IFS", "ENV", "BASH_*", "ZDOTDIR", "FPATH", "PS0", "PS1", "PS2", "PS3", "PS4",
-	"PROMPT_COMMAND", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE", "TMPDIR", "TMP", "TEMP", "LANG", "LANGUAGE", "LC_*", "TZ",
+	"PROMPT_COMMAND", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE", "TMPDIR", "TMP", "TEMP", "LANG", "LANGUAGE", "LC_*", "TZ", "TZDIR",
 	"TERM", "TERMINFO*", "TERMCAP", "LD_*", "DYLD_*", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RES_OPTIONS",
 	"LOCALDOMAIN", "MALLOC_*", "GLIBC_*", "XDG_*",
 	// PostgreSQL's clients and the libraries libpq loads

@@ -18,7 +18,7 @@ func TestEnvVars(t *testing.T) {
 		"PSQLRC=filestore/0a/rc", "psqlrc=x", "PSQL_EDITOR=x", "PSQL_PAGER=x", "PAGER=x", "EDITOR=x", "VISUAL=x",
 		"LESSOPEN=|x", "OPENERP_SERVER=x", "KRB5_CONFIG=x", "KRB5CCNAME=x", "GSS_MECH_CONFIG=x", "LDAPCONF=x", "LDAPRC=x",
 		"XDG_CONFIG_HOME=x", "JDK_JAVA_OPTIONS=x", "ZDOTDIR=x", "BASH_LOADABLES_PATH=x", "LUA_INIT=x", "PIP_INDEX_URL=x",
-		"PS1=x", "PROMPT_COMMAND=x", "TERMINFO=x"} {
+		"PS1=x", "PROMPT_COMMAND=x", "TERMINFO=x", "TZDIR=filestore/0a"} {
 		if _, probs := EnvVars([]string{bad}); len(probs) != 1 || probs[0].Param != "env_vars" {
 			t.Errorf("%q: %+v", bad, probs)
 		}
