@@ -256,19 +256,21 @@ func TestScripts(t *testing.T) {
 }
 
 func TestCommandEngine(t *testing.T) {
+	// A variable of the operator's, which the command reads.
+	t.Setenv("OPERATOR_ADDONS", "/srv/addons")
 	e := newEnv(t, engine.Config{Kind: engine.Command, Command: `echo "upgrading $UPGRADE_SOURCE_VERSION to $UPGRADE_TARGET_VERSION for $UPGRADE_REQUEST_ID ($UPGRADE_AIM)";
-echo "client says $UPG_MODE, target still $UPGRADE_TARGET_VERSION";
+echo "client says $UPG_MODE, target still $UPGRADE_TARGET_VERSION, add-ons still $OPERATOR_ADDONS";
 psql -X -q -v ON_ERROR_STOP=1 -c "UPDATE ir_module_module SET latest_version = '$UPGRADE_TARGET_VERSION.9.9' WHERE state = 'installed'"`})
 	j := e.job("odoo12.custom.dump", "16.0", "production")
 	// The request's env_vars reach the command; the server's own win.
-	j.EnvVars = []string{"UPG_MODE=fast", "UPGRADE_TARGET_VERSION=6.0"}
+	j.EnvVars = []string{"UPG_MODE=fast", "UPGRADE_TARGET_VERSION=6.0", "OPERATOR_ADDONS=filestore/0a"}
 	if _, err := e.run(j); err != nil {
 		t.Fatalf("%v\n%s", err, strings.Join(e.logs, "\n"))
 	}
 	if !strings.Contains(strings.Join(e.logs, "\n"), "| upgrading 12.0 to 16.0 for") {
 		t.Fatalf("command output not in the log:\n%s", strings.Join(e.logs, "\n"))
 	}
-	if !strings.Contains(strings.Join(e.logs, "\n"), "| client says fast, target still 16.0") {
+	if !strings.Contains(strings.Join(e.logs, "\n"), "| client says fast, target still 16.0, add-ons still /srv/addons") {
 		t.Fatalf("env_vars not passed as they should:\n%s", strings.Join(e.logs, "\n"))
 	}
 	after, err := dump.InspectFile(e.path(j.ID, files.UpgradedArchive))

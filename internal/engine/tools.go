@@ -82,10 +82,13 @@ func baseEnv(home string) []string {
 	return env
 }
 
-// commandEnv is the command engine's environment: the server's, without
-// its secrets (settings, database credentials, cloud keys), plus extra.
-func commandEnv(extra []string) []string {
-	var env []string
+// commandEnv is the command engine's environment: the request's own
+// variables, then the server's, without its secrets (settings, database
+// credentials, cloud keys), then extra; a later one wins. So a request
+// cannot change a variable of the operator's (one the command reads, an
+// add-ons path, say) by naming it in its env_vars.
+func commandEnv(request, extra []string) []string {
+	env := slices.Clone(request)
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {

@@ -51,15 +51,29 @@ func (e *Engine) UploadDir(id int64) (string, error) {
 }
 
 // DownloadDir returns a new, empty rsync download folder for request id:
-// this process's own (mode 0755), so the tools user running the sending
-// rsync reads what is put there and can change nothing.
+// this process's own, so the tools user running the sending rsync reads
+// what is put there and can change nothing, and closed to every other
+// user (mode 0750, group the tools user's; 0700 when the tools run as
+// this process's user): its path is predictable, the work folder above
+// it is traversable, and what is put there is a request's upgraded
+// database.
 func (e *Engine) DownloadDir(id int64) (string, error) {
 	p := e.transferPath(id, "download")
 	if err := os.RemoveAll(p); err != nil {
 		return "", fmt.Errorf("engine: download folder: %w", err)
 	}
-	if err := os.Mkdir(p, 0o755); err != nil {
+	if err := os.Mkdir(p, 0o700); err != nil {
 		return "", fmt.Errorf("engine: download folder: %w", err)
+	}
+	if c := e.tools.cred; c != nil {
+		if err := os.Chown(p, os.Geteuid(), int(c.Gid)); err != nil {
+			os.Remove(p)
+			return "", fmt.Errorf("engine: download folder: %w", err)
+		}
+		if err := os.Chmod(p, 0o750); err != nil {
+			os.Remove(p)
+			return "", fmt.Errorf("engine: download folder: %w", err)
+		}
 	}
 	return p, nil
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 
 	"github.com/jackc/pgx/v5"
@@ -173,7 +172,7 @@ func (r *run) runCommand(ctx context.Context) error {
 	}
 	// The request's own variables (env_vars of Odoo's client, checked at
 	// create) come before the server's, which win over them.
-	env := commandEnv(append(append(slices.Clone(r.job.EnvVars), r.libpq()...),
+	env := commandEnv(r.job.EnvVars, append(r.libpq(),
 		"HOME="+r.work.path, "TMPDIR="+r.work.path,
 		"UPGRADE_SOURCE_VERSION="+r.info.DatabaseVersion,
 		"UPGRADE_TARGET_VERSION="+r.job.Target,

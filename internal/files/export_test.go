@@ -22,3 +22,11 @@ func RawKeys(ctx context.Context, s *Store, p string) ([]string, error) {
 	}
 	return out, err
 }
+
+// LocalPath is the path of key on the local backend ("": another backend).
+func LocalPath(s *Store, key string) string {
+	if l, ok := s.b.(*local); ok {
+		return l.path(key)
+	}
+	return ""
+}

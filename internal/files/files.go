@@ -110,7 +110,9 @@ type backend interface {
 	open(ctx context.Context, key string) (Object, error)
 	stat(ctx context.Context, key string) (Info, error)
 	copy(ctx context.Context, from, to string) error
-	putFile(ctx context.Context, key, path string) error
+	// putFile stores the open file lf as key and removes it from its
+	// folder (moved there where it can).
+	putFile(ctx context.Context, key string, lf *localFile) error
 	remove(ctx context.Context, keys ...string) error
 	removePrefix(ctx context.Context, prefix string) error
 	list(ctx context.Context, prefix string) ([]Info, error)
@@ -420,31 +422,67 @@ func (s *Store) StagingDir(id int64) string {
 	return filepath.Join(s.stagingRoot(), strconv.FormatInt(id, 10))
 }
 
-// CommitFile moves a finished local file (of the staging folder) into the
-// store as name; sum, when known (hashed while it was written), spares
-// reading it again.
+// CommitFile moves a finished local file (of the staging folder, or of a
+// folder another user wrote) into the store as name; sum, when known
+// (hashed while it was written), spares reading it again. It never
+// follows a link at p: a link, a device or pipe, or a file with other
+// links whose owner is not its folder's (a hard link to someone else's
+// file) is refused (ErrRefused), and what is stored is the file opened,
+// made this process's own (mode 0600): a file swapped in at p meanwhile
+// is not taken. The folder's writer must have stopped.
 func (s *Store) CommitFile(ctx context.Context, id int64, name Name, p string, sum *Received) (Received, error) {
 	k, err := key(id, name)
 	if err != nil {
 		return Received{}, err
 	}
+	folder, err := os.Stat(filepath.Dir(p))
+	if err != nil {
+		return Received{}, err
+	}
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return Received{}, fmt.Errorf("files: %q is a symbolic link: %w", filepath.Base(p), ErrRefused)
+	}
+	if err != nil {
+		return Received{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return Received{}, err
+	}
+	if !st.Mode().IsRegular() {
+		return Received{}, fmt.Errorf("files: %q is not a plain file: %w", filepath.Base(p), ErrRefused)
+	}
+	if err := foreignLink(filepath.Base(p), st, folder); err != nil {
+		return Received{}, err
+	}
 	if sum == nil {
-		f, err := os.Open(p)
-		if err != nil {
-			return Received{}, err
-		}
 		h := sha256.New()
-		n, err := io.Copy(h, f)
-		f.Close()
+		n, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<62))
 		if err != nil {
 			return Received{}, err
 		}
 		sum = &Received{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}
 	}
-	if err := s.b.putFile(ctx, k, p); err != nil {
+	if err := s.b.putFile(ctx, k, &localFile{f: f, path: p, st: st}); err != nil {
 		return Received{}, err
 	}
 	return *sum, nil
+}
+
+// foreignLink refuses a file (name, for the message) that has other links
+// and is not owned by the owner of the folder it was found in: a hard
+// link that folder's writer made to someone else's file, which it could
+// not read itself (where fs.protected_hardlinks is off), whose content
+// must not become the writer's upload.
+func foreignLink(name string, st fs.FileInfo, folder fs.FileInfo) error {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	dir, dok := folder.Sys().(*syscall.Stat_t)
+	if ok && dok && sys.Nlink > 1 && sys.Uid != dir.Uid {
+		return fmt.Errorf("files: %q has other links and another owner than its folder: %w", name, ErrRefused)
+	}
+	return nil
 }
 
 // Receive stores what r holds as a request's file, computing its sha256 on

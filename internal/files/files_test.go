@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -333,6 +334,77 @@ func TestCommitFile(t *testing.T) {
 		}
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Fatal("the staged file stays after its commit")
+		}
+	})
+}
+
+// TestCommitFileRefuses: CommitFile takes the file it opened and nothing
+// else: a link at the path is not followed, a FIFO is not waited on, a
+// hard link to a file of another owner than its folder's is refused; a
+// file another user wrote becomes the store's own, mode 0600.
+func TestCommitFileRefuses(t *testing.T) {
+	backends(t, func(t *testing.T, s *files.Store) {
+		ctx := context.Background()
+		secret := filepath.Join(t.TempDir(), "secret")
+		os.WriteFile(secret, []byte("secret"), 0o600)
+		for _, tc := range []struct {
+			name string
+			make func(p string) error
+		}{
+			{"symlink", func(p string) error { return os.Symlink(secret, p) }},
+			{"fifo", func(p string) error { return syscall.Mkfifo(p, 0o600) }},
+			{"foreign hard link", func(p string) error {
+				if os.Geteuid() != 0 {
+					return errors.New("skip")
+				}
+				if err := os.Chown(filepath.Dir(p), 65534, 65534); err != nil {
+					return err
+				}
+				return os.Link(secret, p)
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				p := filepath.Join(t.TempDir(), "origin.sql")
+				if err := tc.make(p); err != nil {
+					t.Skip(err)
+				}
+				done := make(chan error, 1)
+				go func() { _, err := s.CommitFile(ctx, 5, files.Upload, p, nil); done <- err }()
+				select {
+				case err := <-done:
+					if !errors.Is(err, files.ErrRefused) {
+						t.Fatalf("err = %v, want ErrRefused", err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("CommitFile waits on a FIFO")
+				}
+				if _, err := s.Stat(ctx, 5, files.Upload); !errors.Is(err, files.ErrNotExist) {
+					t.Fatalf("something was stored: %v", err)
+				}
+			})
+		}
+		if os.Geteuid() == 0 {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "origin.sql")
+			os.WriteFile(p, []byte("select 1;\n"), 0o666)
+			os.Chown(dir, 65534, 65534)
+			os.Chown(p, 65534, 65534)
+			got, err := s.CommitFile(ctx, 6, files.Upload, p, nil)
+			if err != nil || got.Size != 10 {
+				t.Fatalf("commit: %+v %v", got, err)
+			}
+			if stored := files.LocalPath(s, "6/"+string(files.Upload)); stored != "" {
+				st, err := os.Stat(stored)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if sys := st.Sys().(*syscall.Stat_t); sys.Uid != 0 || st.Mode().Perm() != 0o600 {
+					t.Fatalf("the stored file is uid %d, mode %v", sys.Uid, st.Mode())
+				}
+			}
+			if !bytes.Equal(read(t, s, 6, files.Upload), []byte("select 1;\n")) {
+				t.Fatal("committed file differs")
+			}
 		}
 	})
 }

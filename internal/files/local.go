@@ -169,41 +169,58 @@ func (l *local) copy(ctx context.Context, from, to string) error {
 	return os.Rename(tmp, dst)
 }
 
-func (l *local) putFile(ctx context.Context, key, p string) error {
+func (l *local) putFile(ctx context.Context, key string, lf *localFile) error {
 	dst := l.path(key)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return err
 	}
 	if l.fsync {
-		if f, err := os.Open(p); err == nil {
-			f.Sync()
-			f.Close()
+		lf.f.Sync()
+	}
+	if err := os.Rename(lf.path, dst); err == nil {
+		// What moved is the file opened (not one swapped in at its path
+		// since), now the store's own.
+		if moved, err := os.Lstat(dst); err == nil && os.SameFile(moved, lf.st) && own(lf) == nil {
+			if l.fsync {
+				syncDir(filepath.Dir(dst))
+			}
+			return nil
+		}
+		if err := os.Remove(dst); err != nil {
+			return err
 		}
 	}
-	if err := os.Rename(p, dst); err == nil {
-		if l.fsync {
-			syncDir(filepath.Dir(dst))
-		}
-		return nil
-	}
-	// Another file system: copy, then drop the staged file.
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
+	// Another file system, or not the file opened: copy what was opened.
 	s, err := l.create(ctx, key)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(s, f); err != nil {
+	if _, err := io.Copy(s, io.NewSectionReader(lf.f, 0, 1<<62)); err != nil {
 		s.abort()
 		return err
 	}
 	if err := s.commit(); err != nil {
 		return err
 	}
-	return os.Remove(p)
+	if err := os.Remove(lf.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// own makes the open file lf this process's, mode 0600 (a file another
+// user wrote must not stay writable by that user in the store).
+func own(lf *localFile) error {
+	sys, ok := lf.st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return errors.New("files: no owner")
+	}
+	if euid, egid := os.Geteuid(), os.Getegid(); int(sys.Uid) != euid || int(sys.Gid) != egid {
+		if err := lf.f.Chown(euid, egid); err != nil {
+			return err
+		}
+	}
+	return lf.f.Chmod(0o600)
 }
 
 func (l *local) remove(ctx context.Context, keys ...string) error {

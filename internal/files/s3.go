@@ -307,21 +307,11 @@ func (s *s3store) copy(ctx context.Context, from, to string) error {
 	return err
 }
 
-func (s *s3store) putFile(ctx context.Context, key, p string) error {
-	f, err := os.Open(p)
-	if err != nil {
+func (s *s3store) putFile(ctx context.Context, key string, lf *localFile) error {
+	if _, err := s.c.PutObject(ctx, s.bucket, s.obj(key), io.NewSectionReader(lf.f, 0, lf.st.Size()), lf.st.Size(), s.putOptions()); err != nil {
 		return err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if _, err := s.c.PutObject(ctx, s.bucket, s.obj(key), f, st.Size(), s.putOptions()); err != nil {
-		return err
-	}
-	f.Close()
-	return os.Remove(p)
+	return os.Remove(lf.path)
 }
 
 func (s *s3store) remove(ctx context.Context, keys ...string) error {

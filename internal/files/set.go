@@ -433,10 +433,12 @@ type localFile struct {
 // set of request id, replacing a set of that name. It refuses (ErrRefused,
 // before anything is stored) symbolic links, devices, pipes, sockets,
 // names that are hidden (starting with ".": rsync's temporary files, a
-// transfer that did not finish) or malformed, and more than max bytes in
-// all (ErrTooLarge; max <= 0: no limit), and more than MaxSetMembers
-// files. The result's Size is the sum of the members' sizes, its SHA256
-// that of the manifest.
+// transfer that did not finish) or malformed, files with other links
+// whose owner is not the folder's (hard links its writer made to someone
+// else's files), and more than max bytes in all (ErrTooLarge; max <= 0:
+// no limit), and more than MaxSetMembers files; and dir itself when it is
+// not a folder (a link is not followed). The result's Size is the sum of
+// the members' sizes, its SHA256 that of the manifest.
 //
 // Each file is read once, hashed on the way. On the local backend a file
 // of the same file system that has no other link becomes the store's by a
@@ -444,13 +446,24 @@ type localFile struct {
 // writer must have stopped, and the folder is the caller's to remove
 // after); other files are copied. On S3 the files upload in parallel.
 func (s *Store) CommitDir(ctx context.Context, id int64, set Name, dir string, max int64) (Received, error) {
+	folder, err := os.Lstat(dir)
+	if err != nil {
+		return Received{}, fmt.Errorf("files: the folder to commit: %w", err)
+	}
+	if !folder.IsDir() {
+		return Received{}, fmt.Errorf("files: the folder to commit is not a folder: %w", ErrRefused)
+	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return Received{}, fmt.Errorf("files: the folder to commit: %w", err)
 	}
 	defer root.Close()
+	// Opened is the folder looked at, not a link swapped in meanwhile.
+	if top, err := root.Stat("."); err != nil || !os.SameFile(folder, top) {
+		return Received{}, errors.Join(err, fmt.Errorf("files: the folder to commit changed while it was committed: %w", ErrRefused))
+	}
 	src := memberSource{}
-	src.files, err = scanMembers(root.FS(), max)
+	src.files, err = scanMembers(root.FS(), max, func(p string, st fs.FileInfo) error { return foreignLink(p, st, folder) })
 	if err != nil {
 		return Received{}, err
 	}
@@ -475,6 +488,10 @@ func (s *Store) CommitDir(ctx context.Context, id int64, set Name, dir string, m
 			f.Close()
 			return nil, nil, fmt.Errorf("files: %q changed while it was committed: %w", m.Name, ErrRefused)
 		}
+		if err := foreignLink(m.Name, st, folder); err != nil {
+			f.Close()
+			return nil, nil, err
+		}
 		return f, &localFile{f: f, path: filepath.Join(dir, p), st: st}, nil
 	}
 	return s.commitSet(ctx, id, set, src)
@@ -485,7 +502,7 @@ func (s *Store) CommitDir(ctx context.Context, id int64, set Name, dir string, m
 // copying: for files another user wrote that must not become the
 // store's own (a tool's output in its working folder).
 func (s *Store) CommitFS(ctx context.Context, id int64, set Name, fsys fs.FS, max int64) (Received, error) {
-	files, err := scanMembers(fsys, max)
+	files, err := scanMembers(fsys, max, nil)
 	if err != nil {
 		return Received{}, err
 	}
@@ -504,8 +521,9 @@ func (s *Store) CommitFS(ctx context.Context, id int64, set Name, fsys fs.FS, ma
 }
 
 // scanMembers lists the regular files of fsys, refusing what a set may
-// not hold before anything is written.
-func scanMembers(fsys fs.FS, max int64) ([]SetMember, error) {
+// not hold (and, if check is set, what it refuses) before anything is
+// written.
+func scanMembers(fsys fs.FS, max int64, check func(p string, st fs.FileInfo) error) ([]SetMember, error) {
 	var out []SetMember
 	var total int64
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
@@ -534,6 +552,11 @@ func scanMembers(fsys fs.FS, max int64) ([]SetMember, error) {
 		}
 		if !st.Mode().IsRegular() {
 			return fmt.Errorf("files: %q is not a plain file: %w", p, ErrRefused)
+		}
+		if check != nil {
+			if err := check(p, st); err != nil {
+				return err
+			}
 		}
 		if len(out) >= MaxSetMembers {
 			return fmt.Errorf("files: the folder holds more than %d files: %w", MaxSetMembers, ErrRefused)

@@ -295,6 +295,33 @@ func TestCommitDirRefuses(t *testing.T) {
 				}
 			})
 		}
+		// The folder itself a link: not followed.
+		other := stage(t, map[string][]byte{"toc.dat": random(10)})
+		link := filepath.Join(t.TempDir(), "origin.dump")
+		os.Symlink(other, link)
+		if _, err := s.CommitDir(ctx, 4, "upload-link/", link, 0); !errors.Is(err, files.ErrRefused) {
+			t.Fatalf("a link to a folder: %v, want ErrRefused", err)
+		}
+		// A hard link to a file of another owner than the folder's (its
+		// writer's): that file's content must not become the upload.
+		if os.Geteuid() == 0 {
+			secret := filepath.Join(t.TempDir(), "secret")
+			os.WriteFile(secret, []byte("secret"), 0o600)
+			dir := stage(t, map[string][]byte{"toc.dat": random(10)})
+			if err := os.Chown(dir, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Link(secret, filepath.Join(dir, "3001.dat")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.CommitDir(ctx, 4, "upload-foreign/", dir, 0); !errors.Is(err, files.ErrRefused) ||
+				!strings.Contains(err.Error(), "other links") {
+				t.Fatalf("a foreign hard link: %v, want ErrRefused", err)
+			}
+			if keys, _ := files.RawKeys(ctx, s, "4/upload-foreign"); len(keys) != 0 {
+				t.Fatalf("a refused folder stored %v", keys)
+			}
+		}
 		// Exactly at the limit passes; an empty folder is an empty set.
 		got, err := s.CommitDir(ctx, 4, "upload-ok/", stage(t, map[string][]byte{"toc.dat": random(2000)}), 2000)
 		if err != nil || got.Size != 2000 {

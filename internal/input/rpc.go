@@ -20,13 +20,28 @@ var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // envDenied are the names, or name prefixes (ending in "*"), a client may
 // not set: they would change how the command engine and the tools it runs
 // behave (loader, interpreter and shell start-up, PostgreSQL connection,
-// the server's own settings), not what the upgrade does.
+// the server's own settings), not what the upgrade does. That includes
+// every variable that names a file a tool reads as commands or settings,
+// or a program a tool starts: the upload puts files of its choosing in the
+// run's folder (an Odoo backup's filestore), so PSQLRC=filestore/… would
+// make any psql the command runs execute the dump's "\!" lines.
 var envDenied = []string{
-	"PATH", "HOME", "SHELL", "USER", "LOGNAME", "IFS", "ENV", "BASH_ENV", "BASH_FUNC_*", "PS4", "SHELLOPTS", "BASHOPTS",
-	"CDPATH", "GLOBIGNORE", "TMPDIR", "TMP", "TEMP", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM",
-	"LD_*", "DYLD_*", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RES_OPTIONS", "LOCALDOMAIN", "MALLOC_*", "GLIBC_*",
-	"PG*", "UPGRADE_*", "PYTHON*", "PERL*", "RUBY*", "NODE_*", "JAVA_*", "_JAVA_*", "GIT_*", "SSH_*", "SSL_*",
-	"OPENSSL_*", "CURL_*", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY", "ODOO_RC",
+	// the loader, the C library, the shells
+	"PATH", "HOME", "SHELL", "USER", "LOGNAME", "IFS", "ENV", "BASH_*", "ZDOTDIR", "FPATH", "PS0", "PS1", "PS2", "PS3", "PS4",
+	"PROMPT_COMMAND", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE", "TMPDIR", "TMP", "TEMP", "LANG", "LANGUAGE", "LC_*", "TZ", "TZDIR",
+	"TERM", "TERMINFO*", "TERMCAP", "LD_*", "DYLD_*", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RES_OPTIONS",
+	"LOCALDOMAIN", "MALLOC_*", "GLIBC_*", "XDG_*",
+	// PostgreSQL's clients and the libraries libpq loads
+	"PG*", "PSQL*", "KRB5*", "GSS_*", "LDAP*", "SASL_*", "OPENSSL_*", "SSL_*",
+	// programs that tools start
+	"PAGER", "MANPAGER", "LESS*", "EDITOR", "VISUAL", "BROWSER",
+	// the server's settings, Odoo's configuration file
+	"UPGRADE_*", "ODOO_RC", "OPENERP_SERVER",
+	// interpreters and their package tools
+	"PYTHON*", "PIP_*", "PERL*", "RUBY*", "NODE_*", "NPM_*", "JAVA_*", "_JAVA_*", "JDK_JAVA_OPTIONS", "CLASSPATH", "LUA_*",
+	"TCLLIBPATH", "PHPRC", "PHP_INI_SCAN_DIR", "ODBC*",
+	// network clients
+	"GIT_*", "SSH_*", "CURL_*", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY",
 }
 
 func envNameDenied(name string) bool {
@@ -83,6 +98,21 @@ func EnvVars(list []string) ([]string, []Problem) {
 		return nil, probs
 	}
 	return out, nil
+}
+
+// AllowedEnvVars keeps of a request's stored env_vars those EnvVars
+// accepts now, and returns the names of the others: a request created
+// before a name was denied still holds it in its record.
+func AllowedEnvVars(list []string) (kept, dropped []string) {
+	for _, kv := range list {
+		if _, probs := EnvVars([]string{kv}); probs != nil {
+			name, _, _ := strings.Cut(kv, "=")
+			dropped = append(dropped, ShownName(name))
+			continue
+		}
+		kept = append(kept, kv)
+	}
+	return kept, dropped
 }
 
 // SSHKey checks ssh_key, the client's public key (the .pub file's text):

@@ -12,7 +12,13 @@ func TestEnvVars(t *testing.T) {
 		t.Fatalf("EnvVars = %q %+v", got, probs)
 	}
 	for _, bad := range []string{"novalue", "=x", "1A=x", "A-B=x", "PATH=/tmp", "LD_PRELOAD=/x.so", "ld_library_path=/x", "PGPASSWORD=x",
-		"UPGRADE_ADMIN_TOKEN=x", "PYTHONPATH=/x", "BASH_FUNC_x%%=() { :; }", "IFS=x", "A=line\nbreak", "A=\x00"} {
+		"UPGRADE_ADMIN_TOKEN=x", "PYTHONPATH=/x", "BASH_FUNC_x%%=() { :; }", "IFS=x", "A=line\nbreak", "A=\x00",
+		// files read as commands or settings, programs started, by the tools
+		// a command may run (psql, libpq's GSSAPI and LDAP, Odoo, shells)
+		"PSQLRC=filestore/0a/rc", "psqlrc=x", "PSQL_EDITOR=x", "PSQL_PAGER=x", "PAGER=x", "EDITOR=x", "VISUAL=x",
+		"LESSOPEN=|x", "OPENERP_SERVER=x", "KRB5_CONFIG=x", "KRB5CCNAME=x", "GSS_MECH_CONFIG=x", "LDAPCONF=x", "LDAPRC=x",
+		"XDG_CONFIG_HOME=x", "JDK_JAVA_OPTIONS=x", "ZDOTDIR=x", "BASH_LOADABLES_PATH=x", "LUA_INIT=x", "PIP_INDEX_URL=x",
+		"PS1=x", "PROMPT_COMMAND=x", "TERMINFO=x", "TZDIR=filestore/0a"} {
 		if _, probs := EnvVars([]string{bad}); len(probs) != 1 || probs[0].Param != "env_vars" {
 			t.Errorf("%q: %+v", bad, probs)
 		}
@@ -23,6 +29,13 @@ func TestEnvVars(t *testing.T) {
 	}
 	if _, probs := EnvVars(many); len(probs) != 1 || !strings.Contains(probs[0].Message, "at most") {
 		t.Errorf("too many: %+v", probs)
+	}
+}
+
+func TestAllowedEnvVars(t *testing.T) {
+	kept, dropped := AllowedEnvVars([]string{"UPG_DEBUG=1", "PSQLRC=filestore/0a/rc", "A=x=y", "ld_preload=/x.so"})
+	if !slices.Equal(kept, []string{"UPG_DEBUG=1", "A=x=y"}) || !slices.Equal(dropped, []string{"PSQLRC", "ld_preload"}) {
+		t.Fatalf("AllowedEnvVars = %q, %q", kept, dropped)
 	}
 }
 

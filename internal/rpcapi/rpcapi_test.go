@@ -1,6 +1,9 @@
 package rpcapi
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,5 +55,27 @@ func TestStateNames(t *testing.T) {
 		if got := stateName(s); got != want {
 			t.Errorf("%s: %s, want %s", s, got, want)
 		}
+	}
+}
+
+// TestScrub: an rsync message names the transfer folder by the path rsync
+// works in, its links resolved; neither form reaches the client.
+func TestScrub(t *testing.T) {
+	real := t.TempDir()
+	link := filepath.Join(t.TempDir(), "work")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, msg := range []string{
+		`rsync: [receiver] write failed on "` + real + `/origin.sql": No space left on device (28)`,
+		`rsync: [receiver] write failed on "` + link + `/origin.sql": No space left on device (28)`,
+	} {
+		got := scrub(msg, link)
+		if strings.Contains(got, real) || strings.Contains(got, link) || !strings.Contains(got, `"/data/origin.sql"`) {
+			t.Errorf("scrub(%q) = %q", msg, got)
+		}
+	}
+	if got := scrub("", link); got != "rsync failed" {
+		t.Errorf("scrub of nothing = %q", got)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -48,6 +49,10 @@ type transfers struct {
 	a    *API
 	mu   sync.Mutex
 	open map[int64]*transfer
+	// starting are the requests whose transfer/start runs: one at a time
+	// per request, each holding a place under Config.MaxTransfers until
+	// its transfer is open (or it failed).
+	starting map[int64]bool
 }
 
 // transfer is one open endpoint and what watches it.
@@ -61,11 +66,16 @@ type transfer struct {
 	done      chan struct{} // closed once the outcome is recorded
 	outcome   string        // "ok" or "failed"
 	msg       string        // for a person, when failed
-	killed    string        // why the server ended it early ("" otherwise)
 	owner     *transfers
+
+	mu     sync.Mutex
+	killed string // why the server ended it early ("" otherwise)
+	clear  bool   // the upload folder is past the limits: removed once closed
 }
 
-func newTransfers(a *API) *transfers { return &transfers{a: a, open: map[int64]*transfer{}} }
+func newTransfers(a *API) *transfers {
+	return &transfers{a: a, open: map[int64]*transfer{}, starting: map[int64]bool{}}
+}
 
 // transferStart: token, transfer_type (upload, download) → ssh_port,
 // known_hosts; dump_name for a download.
@@ -116,12 +126,25 @@ func (a *API) transferStart(ctx context.Context, req store.Request, p params) (a
 // alive, makes it fail.
 func (tr *transfers) start(ctx context.Context, req store.Request, d store.Direction, key gossh.PublicKey, allowed []store.State) (*transfer, error) {
 	a := tr.a
+	// Check and reserve at once: starts that ran side by side each opened
+	// an endpoint, and all but the last were left open, uncounted.
 	tr.mu.Lock()
-	old, n := tr.open[req.ID], len(tr.open)
-	tr.mu.Unlock()
-	if old == nil && n >= a.cfg.MaxTransfers {
+	old := tr.open[req.ID]
+	if tr.starting[req.ID] {
+		tr.mu.Unlock()
+		return nil, errBusy
+	}
+	if old == nil && tr.placesTaken() >= a.cfg.MaxTransfers {
+		tr.mu.Unlock()
 		return nil, refuse("This server has as many transfers open as it allows (%d); try again in a few minutes.", a.cfg.MaxTransfers)
 	}
+	tr.starting[req.ID] = true
+	tr.mu.Unlock()
+	defer func() {
+		tr.mu.Lock()
+		delete(tr.starting, req.ID)
+		tr.mu.Unlock()
+	}()
 	if old != nil {
 		if old.ep.Result().Running {
 			return nil, errBusy
@@ -168,10 +191,23 @@ func (tr *transfers) start(ctx context.Context, req store.Request, d store.Direc
 	t := &transfer{id: req.ID, direction: d, ep: ep, dir: dir, stop: stop, done: make(chan struct{}), owner: tr}
 	tr.mu.Lock()
 	tr.open[req.ID] = t
+	delete(tr.starting, req.ID)
 	tr.mu.Unlock()
 	go tr.watch(kctx, t, allowed)
 	a.logger.Info("transfer opened", "request_id", req.ID, "direction", d, "port", ep.Port())
 	return t, nil
+}
+
+// placesTaken counts the open transfers and the starts that will open
+// one; tr.mu is held.
+func (tr *transfers) placesTaken() int {
+	n := len(tr.open)
+	for id := range tr.starting {
+		if tr.open[id] == nil {
+			n++
+		}
+	}
+	return n
 }
 
 var errBusy = refuse("Another transfer of this request is running; wait for it to end.")
@@ -217,16 +253,22 @@ func copyOut(o files.Object, p string) error {
 	return err
 }
 
-// watch keeps t's lease and, for an upload, its size within bounds, until
-// t is stopped; an endpoint that closes itself (idle), a lease lost or a
-// request that moved on ends it.
+// watch keeps t's lease and, for an upload, its folder within bounds
+// (overLimit), until t is stopped; an endpoint that closes itself (idle),
+// a lease lost or a request that moved on ends it. The folder is walked
+// every second, or less often when a walk takes long (a quarter of the
+// time at most goes to it).
 func (tr *transfers) watch(ctx context.Context, t *transfer, allowed []store.State) {
 	a := tr.a
 	period := a.cfg.TransferLease / 3
 	lease := time.NewTicker(period)
 	defer lease.Stop()
-	size := time.NewTicker(time.Second)
+	size := time.NewTimer(time.Second)
 	defer size.Stop()
+	sizeC := size.C
+	if t.direction != store.DirectionUpload {
+		sizeC = nil
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -237,7 +279,7 @@ func (tr *transfers) watch(ctx context.Context, t *transfer, allowed []store.Sta
 		case <-lease.C:
 			err := a.cfg.Requests.RenewTransfer(ctx, t.id, a.cfg.Owner, a.cfg.TransferLease)
 			if errors.Is(err, store.ErrLeaseLost) {
-				go t.kill(ctx, "the transfer was ended by the server")
+				go t.kill(ctx, "the transfer was ended by the server", false)
 				return
 			}
 			if err != nil {
@@ -245,38 +287,72 @@ func (tr *transfers) watch(ctx context.Context, t *transfer, allowed []store.Sta
 				continue
 			}
 			if req, err := a.cfg.Requests.Request(ctx, t.id); err == nil && !slices.Contains(allowed, req.State) {
-				go t.kill(ctx, "the request is "+stateName(req.State)+" now")
+				go t.kill(ctx, "the request is "+stateName(req.State)+" now", false)
 				return
 			}
-		case <-size.C:
-			if t.direction != store.DirectionUpload || a.cfg.MaxUploadBytes <= 0 {
-				continue
-			}
-			if n := treeSize(t.dir); n > a.cfg.MaxUploadBytes {
-				go t.kill(ctx, fmt.Sprintf("the upload is larger than this server accepts (%d bytes)", a.cfg.MaxUploadBytes))
+		case <-sizeC:
+			began := time.Now()
+			if why := a.overLimit(t.dir); why != "" {
+				go t.kill(ctx, why, true)
 				return
 			}
+			size.Reset(max(time.Second, 4*time.Since(began)))
 		}
 	}
 }
 
-// treeSize sums the sizes of the regular files under dir.
-func treeSize(dir string) int64 {
-	var n int64
-	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
+// maxUploadEntries bounds the files and folders of an upload folder (a
+// set holds at most files.MaxSetMembers files).
+const maxUploadEntries = files.MaxSetMembers
+
+// entryBytes is what each file, folder or link of an upload folder counts
+// for besides its bytes: its inode and directory entry take disk space
+// too, and a folder of empty folders must not fill the disk unnoticed.
+const entryBytes = 4096
+
+// overLimit says why the upload folder dir is past this server's bounds
+// ("" when it is not): more than MaxUploadBytes (each entry counting its
+// bytes and entryBytes), or more than maxUploadEntries entries.
+func (a *API) overLimit(dir string) string {
+	bytes, entries := treeUsage(dir, a.cfg.MaxUploadBytes, maxUploadEntries)
+	switch {
+	case entries > maxUploadEntries:
+		return fmt.Sprintf("the upload holds more than %d files and folders", maxUploadEntries)
+	case a.cfg.MaxUploadBytes > 0 && bytes > a.cfg.MaxUploadBytes:
+		return fmt.Sprintf("the upload is larger than this server accepts (%d bytes)", a.cfg.MaxUploadBytes)
+	}
+	return ""
+}
+
+// treeUsage sums what the entries under dir take (a regular file's size,
+// and entryBytes for every entry) and counts them; it stops once the sum
+// passes maxBytes (if > 0) or the count passes maxEntries.
+func treeUsage(dir string, maxBytes int64, maxEntries int) (n int64, entries int) {
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return nil
+		}
+		entries++
+		n += entryBytes
+		if d.Type().IsRegular() {
 			if info, err := d.Info(); err == nil {
 				n += info.Size()
 			}
 		}
+		if entries > maxEntries || (maxBytes > 0 && n > maxBytes) {
+			return filepath.SkipAll
+		}
 		return nil
 	})
-	return n
+	return n, entries
 }
 
-// kill ends t at once (its rsync killed, told why) and records it failed.
-func (t *transfer) kill(ctx context.Context, why string) {
-	t.killed = why
+// kill ends t at once (its rsync killed, told why) and records it failed;
+// clear removes the upload folder too (nothing in it is worth resuming).
+func (t *transfer) kill(ctx context.Context, why string, clear bool) {
+	t.mu.Lock()
+	t.killed, t.clear = why, clear
+	t.mu.Unlock()
 	t.ep.Kill("upgrade-server: " + why)
 	t.finish(ctx, "")
 }
@@ -390,12 +466,15 @@ func (t *transfer) finish(ctx context.Context, abandon string) {
 		}
 		tr.mu.Unlock()
 		res := t.ep.Result()
+		t.mu.Lock()
+		killed, clear := t.killed, t.clear
+		t.mu.Unlock()
 		t.outcome, t.msg = "ok", ""
 		switch {
 		case abandon != "":
 			t.outcome, t.msg = "failed", "The transfer was closed: "+abandon+"."
-		case t.killed != "":
-			t.outcome, t.msg = "failed", "The transfer was closed: "+t.killed+"."
+		case killed != "":
+			t.outcome, t.msg = "failed", "The transfer was closed: "+killed+"."
 		case t.direction == store.DirectionDownload:
 			if !res.OK && res.Sessions > 0 {
 				t.outcome, t.msg = "failed", "The download did not complete: "+scrub(res.Err, t.dir)+"."
@@ -414,6 +493,11 @@ func (t *transfer) finish(ctx context.Context, abandon string) {
 					ref = &refusal{"The upload could not be recorded (reference " + reference + "); run the same command again."}
 				}
 				t.outcome, t.msg = "failed", ref.msg
+			}
+		}
+		if clear {
+			if err := a.cfg.Folders.RemoveTransferDir(t.id, "upload"); err != nil {
+				a.logger.Warn("remove an upload folder", "request_id", t.id, "err", err)
 			}
 		}
 		if t.direction == store.DirectionDownload {
@@ -437,6 +521,13 @@ func (a *API) record(ctx context.Context, t *transfer, paths []string) error {
 		return refuse("Upload the dump to /data/origin.dump, origin.sql, origin.sql.gz or origin.zip, one at a time.")
 	}
 	rel := paths[0]
+	if why := a.overLimit(t.dir); why != "" {
+		// Nothing in it is worth resuming.
+		if err := a.cfg.Folders.RemoveTransferDir(t.id, "upload"); err != nil {
+			a.logger.Warn("remove an upload folder", "request_id", t.id, "err", err)
+		}
+		return refuse("%s.", upperFirst(why))
+	}
 	root, err := os.OpenRoot(t.dir)
 	if err != nil {
 		return err
@@ -446,39 +537,41 @@ func (a *API) record(ctx context.Context, t *transfer, paths []string) error {
 	if err != nil {
 		return refuse("Nothing arrived at /data/%s; run the same command again.", rel)
 	}
+	// The folder's writer (the tools user) may still change it: what is
+	// read is opened without waiting on a FIFO, checked plain, and the
+	// files package takes what it opens itself, following no link.
 	var name files.Name
 	var got files.Received
 	var w dump.Writer
 	switch {
 	case st.IsDir():
-		f, err := root.Open(filepath.Join(rel, "toc.dat"))
-		if err != nil {
+		f, info, err := openPlain(root, filepath.Join(rel, "toc.dat"))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			return refuse("/data/%s is a folder without toc.dat: send a pg_dump directory-format dump, or a file.", rel)
+		case err != nil:
+			return refuse("/data/%s/toc.dat is not a plain file.", rel)
 		}
-		if info, err := f.Stat(); err == nil {
-			w = dump.WrittenBy(f, info.Size())
-		}
+		w = dump.WrittenBy(f, info.Size())
 		f.Close()
 		name = files.NewUploadName() + "/"
 		if got, err = a.cfg.Files.CommitDir(ctx, t.id, name, filepath.Join(t.dir, rel), a.cfg.MaxUploadBytes); err != nil {
-			if errors.Is(err, files.ErrTooLarge) {
-				return refuse("The upload is larger than this server accepts (%d bytes).", a.cfg.MaxUploadBytes)
-			}
-			return err
+			return uploadRefused(err, a.cfg.MaxUploadBytes)
 		}
 	case st.Mode().IsRegular():
-		if a.cfg.MaxUploadBytes > 0 && st.Size() > a.cfg.MaxUploadBytes {
-			return refuse("The upload is larger than this server accepts (%d bytes).", a.cfg.MaxUploadBytes)
-		}
-		f, err := root.Open(rel)
+		f, info, err := openPlain(root, rel)
 		if err != nil {
-			return err
+			return refuse("/data/%s is not a plain file.", rel)
 		}
-		w = dump.WrittenBy(f, st.Size())
+		w = dump.WrittenBy(f, info.Size())
 		f.Close()
 		name = files.NewUploadName()
 		if got, err = a.cfg.Files.CommitFile(ctx, t.id, name, filepath.Join(t.dir, rel), nil); err != nil {
-			return err
+			return uploadRefused(err, a.cfg.MaxUploadBytes)
+		}
+		if a.cfg.MaxUploadBytes > 0 && got.Size > a.cfg.MaxUploadBytes {
+			a.cfg.Files.Remove(ctx, t.id, name)
+			return uploadRefused(files.ErrTooLarge, a.cfg.MaxUploadBytes)
 		}
 	default:
 		return refuse("/data/%s is neither a file nor a folder.", rel)
@@ -526,8 +619,60 @@ func (a *API) record(ctx context.Context, t *transfer, paths []string) error {
 	return nil
 }
 
-// scrub keeps a server path out of an rsync message shown to a client.
+// errNotPlain: what openPlain was asked for is not a plain file.
+var errNotPlain = errors.New("rpcapi: not a plain file")
+
+// openPlain opens name of root for reading if it is a plain file, without
+// waiting on a FIFO: the file opened is the one looked at (a link or pipe
+// swapped in meanwhile fails with errNotPlain).
+func openPlain(root *os.Root, name string) (*os.File, fs.FileInfo, error) {
+	before, err := root.Lstat(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !before.Mode().IsRegular() {
+		return nil, nil, errNotPlain
+	}
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() || !os.SameFile(before, st) {
+		f.Close()
+		return nil, nil, errors.Join(err, errNotPlain)
+	}
+	return f, st, nil
+}
+
+// uploadRefused renders a refusal of the files package (too large, or
+// holding what an upload may not: its text names the member, never a
+// server path) for the client; other errors pass.
+func uploadRefused(err error, max int64) error {
+	switch {
+	case errors.Is(err, files.ErrTooLarge):
+		return refuse("The upload is larger than this server accepts (%d bytes).", max)
+	case errors.Is(err, files.ErrRefused):
+		msg := strings.TrimSuffix(strings.TrimPrefix(err.Error(), "files: "), ": "+files.ErrRefused.Error())
+		return refuse("The upload cannot be taken: %s.", shown(msg))
+	}
+	return err
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// scrub keeps a server path out of an rsync message shown to a client:
+// the transfer folder's, as given and with its links resolved (rsync
+// names files from its working directory, which has none).
 func scrub(msg, dir string) string {
+	if real, err := filepath.EvalSymlinks(dir); err == nil && real != dir {
+		msg = strings.ReplaceAll(msg, real, "/data")
+	}
 	msg = strings.ReplaceAll(msg, dir, "/data")
 	if msg == "" {
 		return "rsync failed"

@@ -33,7 +33,9 @@
 // # How rsync is confined
 //
 // rsync runs as Config.Credential, in its own process group (killed when
-// the session or the endpoint ends), with only PATH and LC_ALL set, and
+// the session or the endpoint ends), with its address space bounded (1
+// GiB: a hostile file list cannot exhaust the host's memory), with only
+// PATH and LC_ALL set, and
 // with these options after the client's: uploads get --munge-links
 // (uploaded links point under /rsyncd-munged/ and cannot be followed;
 // uploads are refused while that folder exists), --drop-D, --no-super and

@@ -485,3 +485,40 @@ func TestSessionLimit(t *testing.T) {
 		t.Errorf("direct-tcpip: %v, want prohibited", err)
 	}
 }
+
+// TestRsyncMemoryLimit: the rsync an endpoint runs has a bounded address
+// space, set before it reads the client's file list (a hostile client's
+// list of names, a few bytes each, would otherwise grow it without end).
+func TestRsyncMemoryLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ep := e.open(rsyncd.Upload)
+	src := filepath.Join(e.work, "origin.sql")
+	writeFile(t, src, randomBytes(t, 2<<20))
+	b := e.startRsync(ep, []string{"--bwlimit=256"}, src, remote("origin.sql"))
+	var limits string
+	waitFor(t, "the server's rsync", 30*time.Second, func() bool {
+		for _, p := range processesIn(t, e.data) {
+			pid, cmdline, _ := strings.Cut(p, " ")
+			if strings.HasPrefix(cmdline, "sh ") {
+				continue // the shell that sets the limit, before its exec
+			}
+			if b, err := os.ReadFile(filepath.Join("/proc", pid, "limits")); err == nil {
+				limits = string(b)
+				return true
+			}
+		}
+		return false
+	})
+	b.cmd.Process.Kill()
+	b.wait()
+	var soft, hard string
+	for _, line := range strings.Split(limits, "\n") {
+		if f := strings.Fields(strings.TrimPrefix(line, "Max address space")); strings.HasPrefix(line, "Max address space") && len(f) >= 2 {
+			soft, hard = f[0], f[1]
+		}
+	}
+	if want := strconv.Itoa(1 << 30); soft != want || hard != want {
+		t.Fatalf("rsync's address space limit is %s/%s, want %s:\n%s", soft, hard, want, limits)
+	}
+}

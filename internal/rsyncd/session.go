@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -206,6 +207,26 @@ func (e *Endpoint) argv(c *command) []string {
 	return append(argv, c.paths...)
 }
 
+// rsyncMemoryKiB bounds each rsync process's address space (its forks
+// inherit the limit). A transfer needs tens of MiB: buffers, and some 120
+// bytes a name of its file list; a hostile client's list of a hundred
+// million names, a few bytes each on the wire, would take gigabytes
+// before any file is written, and bring the host's OOM killer upon other
+// processes (PostgreSQL, the server).
+const rsyncMemoryKiB = 1 << 20
+
+// shell sets the limit in the process that becomes rsync: setting it from
+// here (prlimit) needs CAP_SYS_RESOURCE once rsync runs as the tools user,
+// which containers drop; a process may always lower its own.
+const shell = "/bin/sh"
+
+// limited is the command line that runs argv (argv[0] being rsync's name)
+// as the binary path under rsyncMemoryKiB. The arguments reach rsync as
+// the shell's positional parameters, never parsed by it.
+func limited(path string, argv []string) []string {
+	return append([]string{"sh", "-c", "ulimit -v " + strconv.Itoa(rsyncMemoryKiB) + ` && exec "$0" "$@"`, path}, argv[1:]...)
+}
+
 // rsyncEnv is rsync's whole environment. No HOME: rsync reads
 // $HOME/.popt even in server mode and honours the option aliases it
 // defines (tested: an alias there turned an unknown option into
@@ -253,8 +274,8 @@ func (e *Endpoint) run(ch gossh.Channel, c *command, s *session, logger *slog.Lo
 	}
 	stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW := pipes[0], pipes[1], pipes[2], pipes[3], pipes[4], pipes[5]
 	cmd := &exec.Cmd{
-		Path:   e.s.rsync,
-		Args:   e.argv(c),
+		Path:   shell,
+		Args:   limited(e.s.rsync, e.argv(c)),
 		Dir:    e.dir,
 		Env:    rsyncEnv(),
 		Stdin:  stdinR,

@@ -6,5 +6,6 @@
 // The package holds no code of its own; its tests are grouped by surface:
 // dump_*_test.go (what a dump may not do), archive_test.go (what an archive
 // may not reach), sftp_test.go and ssh_test.go (the SSH daemon), params_test.go
-// (the HTTP API's inputs).
+// (the HTTP API's inputs), odoo_test.go (Odoo's upgrade script's protocol:
+// its JSON-RPC calls and rsync transfers).
 package security

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/upgrade-server/upgrade-server/internal/app"
 	"github.com/upgrade-server/upgrade-server/upgradetest"
 )
 
@@ -19,6 +20,9 @@ func TestMain(m *testing.M) { upgradetest.Exit(m) }
 type client struct {
 	t   testing.TB
 	srv *upgradetest.Server
+	// addrs are the server's listeners when newClientWith started it
+	// (the HTTPS one and its certificate for Odoo's client).
+	addrs app.Addrs
 }
 
 func newClient(t testing.TB, opts ...upgradetest.Options) *client {

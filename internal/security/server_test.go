@@ -48,8 +48,10 @@ func newClientWith(t *testing.T, mod func(*app.Config)) *client {
 	}
 	go func() { done <- app.Serve(ctx, cfg, logger, func(a app.Addrs) { ready <- a }) }()
 	srv := &upgradetest.Server{AdminToken: cfg.AdminToken, DataDir: cfg.DataDir}
+	var addrs app.Addrs
 	select {
 	case a := <-ready:
+		addrs = a
 		srv.URL = "http://" + a.HTTP.String()
 		host, port, _ := net.SplitHostPort(a.SFTP.String())
 		srv.SFTPHost = host
@@ -64,7 +66,7 @@ func newClientWith(t *testing.T, mod func(*app.Config)) *client {
 			t.Errorf("server: %v", err)
 		}
 	})
-	return &client{t: t, srv: srv}
+	return &client{t: t, srv: srv, addrs: addrs}
 }
 
 // sshKey is a client key pair, saved for OpenSSH.

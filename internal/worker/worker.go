@@ -10,12 +10,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/upgrade-server/upgrade-server/internal/dump"
 	"github.com/upgrade-server/upgrade-server/internal/engine"
 	"github.com/upgrade-server/upgrade-server/internal/files"
+	"github.com/upgrade-server/upgrade-server/internal/input"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
 	"github.com/upgrade-server/upgrade-server/internal/scenario"
 	"github.com/upgrade-server/upgrade-server/internal/store"
@@ -237,8 +239,12 @@ func (w *Worker) process(ctx context.Context, job store.Job) {
 		func(err error) { logger.Warn("heartbeat", "err", err) })
 
 	logger.Info("processing", "scenario", job.Scenario != nil)
+	env, dropped := input.AllowedEnvVars(job.EnvVars)
+	if dropped != nil {
+		w.event(jctx, job.ID, "warning", "These env_vars are not passed on: this server no longer accepts them: "+strings.Join(dropped, ", ")+".")
+	}
 	ejob := engine.Job{ID: job.ID, Attempt: job.Attempts, Target: job.Target, Aim: job.Aim, Filename: job.Filename,
-		Output: engine.Output(job.Output), EnvVars: job.EnvVars}
+		Output: engine.Output(job.Output), EnvVars: env}
 	if job.UploadName != nil {
 		ejob.Upload = files.Name(*job.UploadName)
 	}

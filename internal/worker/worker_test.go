@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -363,5 +364,68 @@ func TestRequestThatKeepsKillingWorkersFails(t *testing.T) {
 	pool.QueryRow(context.Background(), `SELECT count(*) FROM test_runs`).Scan(&runs)
 	if r.State != store.StateFailed || r.CustomerMessage == nil || !strings.Contains(*r.CustomerMessage, "interrupted 3 times") || runs != 0 {
 		t.Fatalf("state %s message %v runs %d", r.State, r.CustomerMessage, runs)
+	}
+}
+
+// envRunner hands each job's env_vars to a channel.
+type envRunner struct {
+	recordingRunner
+	env chan []string
+}
+
+func (r envRunner) Run(ctx context.Context, job engine.Job, hooks engine.Hooks) (engine.Result, error) {
+	r.env <- job.EnvVars
+	return engine.Result{UpgradedSize: 42}, nil
+}
+
+// TestStoredEnvVarsAreCheckedAgain: a request created before a name of its
+// env_vars was denied (PSQLRC made psql run a file the upload chose) runs
+// without it, and its log says so.
+func TestStoredEnvVarsAreCheckedAgain(t *testing.T) {
+	t.Parallel()
+	_, st, _ := setup(t)
+	ctx := context.Background()
+	r, err := st.CreateRequest(ctx, store.NewRequest{Key: "k", Contract: "c", Email: "a@b.example", Target: "16.0", Aim: "test",
+		Filename: "db.dump", EnvVars: []string{"UPG_DEBUG=1", "PSQLRC=filestore/0a/rc"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.BeginUpload(ctx, r.ID, "u", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.CompleteUpload(ctx, r.ID, "u", store.Upload{Name: "upload", Size: 1 << 20, SHA256: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Process(ctx, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	run := envRunner{env: make(chan []string, 1)}
+	w := worker.New(logger(), st, run, worker.Config{Slots: 1, PollEvery: 50 * time.Millisecond})
+	wctx, cancel := context.WithCancel(ctx)
+	stopped := make(chan error)
+	go func() { stopped <- w.Run(wctx) }()
+	var env []string
+	select {
+	case env = <-run.env:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the request did not run")
+	}
+	cancel()
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(env, []string{"UPG_DEBUG=1"}) {
+		t.Fatalf("the engine got env_vars %q", env)
+	}
+	events, err := st.Events(ctx, r.ID, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var said bool
+	for _, e := range events {
+		said = said || (e.Level == "warning" && strings.Contains(e.Message, "PSQLRC"))
+	}
+	if !said {
+		t.Errorf("the log does not say PSQLRC was dropped: %+v", events)
 	}
 }

@@ -1,0 +1,151 @@
+package rpcapi
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/upgrade-server/upgrade-server/internal/rsyncd"
+	"github.com/upgrade-server/upgrade-server/internal/store"
+)
+
+// slowRequests is the part of the store transfer/start uses, with
+// OpenTransfer slowed down so that starts overlap.
+type slowRequests struct {
+	Requests // nil: other methods are not called
+}
+
+func (slowRequests) OpenTransfer(ctx context.Context, id int64, d store.Direction, owner string, port int, lease time.Duration,
+	replace func(store.Transfer) bool, allowed ...store.State) error {
+	time.Sleep(50 * time.Millisecond)
+	return nil
+}
+
+func (slowRequests) FinishTransfer(ctx context.Context, id int64, owner, outcome, msg string) error {
+	return nil
+}
+
+// tempFolders are transfer folders in a test's temporary folder.
+type tempFolders struct{ dir string }
+
+func (f tempFolders) UploadDir(id int64) (string, error) {
+	p := filepath.Join(f.dir, fmt.Sprintf("transfer-%d-upload", id))
+	return p, os.MkdirAll(p, 0o700)
+}
+
+func (f tempFolders) DownloadDir(id int64) (string, error) {
+	return "", errors.New("no downloads here")
+}
+
+func (f tempFolders) RemoveTransferDir(id int64, direction string) error {
+	return os.RemoveAll(filepath.Join(f.dir, fmt.Sprintf("transfer-%d-%s", id, direction)))
+}
+
+// TestTransferCap: transfer/start calls side by side never open more
+// endpoints than MaxTransfers, for many requests or for one (each would
+// otherwise be a listener the server no longer counts).
+func TestTransferCap(t *testing.T) {
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	host, _ := gossh.NewSignerFromKey(priv)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	rs, err := rsyncd.New(logger, rsyncd.Config{HostSigners: []gossh.Signer{host}, ListenHost: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	const max = 3
+	a := New(logger, Config{Requests: slowRequests{}, Folders: tempFolders{t.TempDir()}, Rsync: rs, MaxTransfers: max,
+		TransferLease: time.Hour})
+	defer a.tr.closeAll()
+	_, cpriv, _ := ed25519.GenerateKey(rand.Reader)
+	client, _ := gossh.NewSignerFromKey(cpriv)
+
+	var mu sync.Mutex
+	var ports []int
+	capped, busy := 0, 0
+	var wg sync.WaitGroup
+	for i := range 24 {
+		id := int64(1 + i%12) // twelve requests, two starts each
+		wg.Go(func() {
+			tr, err := a.tr.start(context.Background(), store.Request{ID: id, State: store.StateDraft}, store.DirectionUpload,
+				client.PublicKey(), []store.State{store.StateDraft})
+			mu.Lock()
+			defer mu.Unlock()
+			var ref *refusal
+			switch {
+			case err == nil:
+				ports = append(ports, tr.ep.Port())
+			case errors.As(err, &ref) && strings.Contains(ref.msg, "as many transfers open"):
+				capped++
+			case errors.Is(err, errBusy):
+				busy++
+			default:
+				t.Errorf("start: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	a.tr.mu.Lock()
+	open := len(a.tr.open)
+	a.tr.mu.Unlock()
+	// Every endpoint opened is one the server counts: the replaced ones
+	// are closed.
+	listening := 0
+	for _, p := range ports {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), 2*time.Second); err == nil {
+			c.Close()
+			listening++
+		}
+	}
+	if open > max || listening != open || len(ports) == 0 || capped == 0 {
+		t.Fatalf("%d transfers open (cap %d), %d endpoints listening; %d starts opened one, %d were capped, %d busy",
+			open, max, listening, len(ports), capped, busy)
+	}
+}
+
+// TestTreeUsage: every entry of an upload folder counts (a folder of empty
+// folders is not free), and the walk stops once past a bound.
+func TestTreeUsage(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 50 {
+		if err := os.Mkdir(filepath.Join(dir, fmt.Sprintf("d%02d", i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "d00", "f"), make([]byte, 1000), 0o644)
+	os.Symlink("/etc/passwd", filepath.Join(dir, "link"))
+	if n, entries := treeUsage(dir, 0, 1000); entries != 52 || n != 52*entryBytes+1000 {
+		t.Fatalf("treeUsage = %d bytes, %d entries; want %d, 52", n, entries, 52*entryBytes+1000)
+	}
+	if _, entries := treeUsage(dir, 0, 10); entries != 11 {
+		t.Fatalf("the walk went on past the entries' bound: %d entries", entries)
+	}
+	if n, entries := treeUsage(dir, 3*entryBytes, 1000); entries > 4 || n <= 3*entryBytes {
+		t.Fatalf("the walk went on past the bytes' bound: %d bytes, %d entries", n, entries)
+	}
+	a := New(slog.New(slog.DiscardHandler), Config{MaxUploadBytes: 100 * entryBytes})
+	if why := a.overLimit(dir); why != "" {
+		t.Fatalf("overLimit = %q under the limit", why)
+	}
+	a.cfg.MaxUploadBytes = 10 * entryBytes
+	if why := a.overLimit(dir); !strings.Contains(why, "larger than this server accepts") {
+		t.Fatalf("overLimit = %q past the limit", why)
+	}
+}
