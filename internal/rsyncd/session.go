@@ -273,6 +273,8 @@ func (e *Endpoint) run(ch gossh.Channel, c *command, s *session, logger *slog.Lo
 		pipes[i], pipes[i+1] = r, w
 	}
 	stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW := pipes[0], pipes[1], pipes[2], pipes[3], pipes[4], pipes[5]
+	growPipe(stdoutR)
+	growPipe(stdinW)
 	cmd := &exec.Cmd{
 		Path:   shell,
 		Args:   limited(e.s.rsync, e.argv(c)),
@@ -372,7 +374,7 @@ func (e *Endpoint) run(ch gossh.Channel, c *command, s *session, logger *slog.Lo
 // kills the rsync and reads r to its end.
 func drain(w io.Writer, r io.Reader, s *session) {
 	buf := make([]byte, 256<<10)
-	if _, err := io.CopyBuffer(w, r, buf); err != nil {
+	if _, err := io.CopyBuffer(w, onlyReader{r}, buf); err != nil {
 		s.kill("the client went away")
 		io.CopyBuffer(io.Discard, r, buf)
 	}
@@ -391,6 +393,12 @@ func closeAll(fs []*os.File) {
 // larger buffer one channel read takes every queued packet, and the
 // channel sends one window adjustment for them.
 type onlyWriter struct{ io.Writer }
+
+// onlyReader hides *os.File's WriteTo, which io.CopyBuffer would call
+// and which reads rsync's output 32 KiB at a time: with the caller's
+// larger buffer, one read takes what the pipe holds and one channel write
+// sends it as consecutive packets.
+type onlyReader struct{ io.Reader }
 
 // counting counts the bytes read from r or written to w into n.
 type counting struct {
