@@ -309,7 +309,8 @@ func (l *local) parallel() int { return 2 }
 // file with no other link, of this process's user (or of any, when it is
 // root), on the same file system. The link is checked to be the very file
 // opened, then made this process's user's, mode 0600, as every file of
-// the store.
+// the store. With fsync on, the file's fsync starts then, in the
+// background: lf.synced reports it.
 func (l *local) linkFile(ctx context.Context, key string, lf *localFile) (bool, error) {
 	sys, ok := lf.st.Sys().(*syscall.Stat_t)
 	if !ok || sys.Nlink != 1 || !lf.st.Mode().IsRegular() {
@@ -322,11 +323,6 @@ func (l *local) linkFile(ctx context.Context, key string, lf *localFile) (bool, 
 	dst := l.path(key)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return false, err
-	}
-	if l.fsync {
-		if err := lf.f.Sync(); err != nil {
-			return false, err
-		}
 	}
 	if err := os.Link(lf.path, dst); err != nil {
 		return false, nil // another file system, or links refused: a copy
@@ -343,6 +339,14 @@ func (l *local) linkFile(ctx context.Context, key string, lf *localFile) (bool, 
 	}
 	if err := lf.f.Chmod(0o600); err != nil {
 		return undo()
+	}
+	if l.fsync {
+		// The caller hashes the file meanwhile and waits for this before
+		// the set's manifest is written: until then the set does not
+		// count, so a crash that loses the data loses an incomplete set.
+		synced := make(chan error, 1)
+		go func() { synced <- lf.f.Sync() }()
+		lf.synced = synced
 	}
 	return true, nil
 }

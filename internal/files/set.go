@@ -426,6 +426,9 @@ type localFile struct {
 	f    *os.File
 	path string
 	st   fs.FileInfo
+	// synced, when not nil, reports the fsync that a link into the store
+	// started (see local.linkFile); it must be received before f closes.
+	synced <-chan error
 }
 
 // CommitDir commits every regular file under the local folder dir
@@ -686,8 +689,16 @@ func (s *Store) putMember(ctx context.Context, k string, m SetMember, src member
 			return "", &WriteError{err}
 		}
 		if linked {
+			// Hashed while its fsync runs: both take about as long.
 			h := sha256.New()
-			n, err := io.Copy(h, io.NewSectionReader(lf.f, 0, m.Size+1))
+			bp := smallBufs.Get().(*[]byte)
+			n, err := io.CopyBuffer(h, io.NewSectionReader(lf.f, 0, m.Size+1), *bp)
+			smallBufs.Put(bp)
+			if lf.synced != nil {
+				if serr := <-lf.synced; serr != nil {
+					return "", &WriteError{serr}
+				}
+			}
 			if err != nil {
 				return "", err
 			}
