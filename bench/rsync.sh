@@ -18,10 +18,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-if [ ! -x /usr/sbin/sshd ]; then
-  echo "installing openssh-server (for the baseline)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
-fi
+. bench/openssh.sh
 go build -o "$WORK/upgrade-server" ./cmd/upgrade-server
 
 # The dump: an Odoo 12-shaped database (the test fixture, 300 000 partners
@@ -55,28 +52,8 @@ BYTES=$(du -sb "$DUMP" | cut -f1)
 FILES=$(find "$DUMP" -type f | wc -l)
 
 ssh-keygen -q -t rsa -N '' -f "$WORK/upgrade_ssh_key" # the script makes an RSA key
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# OpenSSH sshd, throwaway config.
-SSHD_PORT=$(free_port)
-mkdir -p /run/sshd "$WORK/sshd"
-ssh-keygen -q -t ed25519 -N '' -f "$WORK/sshd/host_key"
-cp "$WORK/upgrade_ssh_key.pub" "$WORK/sshd/authorized_keys"
-cat > "$WORK/sshd/config" <<CFG
-Port $SSHD_PORT
-ListenAddress 127.0.0.1
-HostKey $WORK/sshd/host_key
-PidFile $WORK/sshd/pid
-AuthorizedKeysFile $WORK/sshd/authorized_keys
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-CFG
-/usr/sbin/sshd -D -f "$WORK/sshd/config" -E "$WORK/sshd/log" &
-pids+=($!)
-echo "127.0.0.1 $(cut -d' ' -f1-2 "$WORK/sshd/host_key.pub")" | sed "s/^127.0.0.1/[127.0.0.1]:$SSHD_PORT/" > "$WORK/sshd/known_hosts"
+start_sshd "$WORK/upgrade_ssh_key.pub"
+echo "[127.0.0.1]:$SSHD_PORT $(cut -d' ' -f1-2 "$WORK/sshd/host_key.pub")" > "$WORK/sshd/known_hosts"
 
 # upgrade-server on its embedded PostgreSQL: HTTP for create, HTTPS for the
 # rest (the script's host switch), rsync endpoints on any free port.
@@ -86,13 +63,8 @@ SPID=$!; pids+=($SPID)
 for _ in $(seq 1 600); do grep -q "https listening" "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done
 BASE=$(sed -n 's/.*http listening on //p' "$WORK/server.out")
 CERT=$WORK/data/tls/cert.pem
-for _ in $(seq 1 50); do (echo > /dev/tcp/127.0.0.1/$SSHD_PORT) 2>/dev/null && break; sleep 0.1; done
 
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
-fresh_cache() { sync; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 now() { date +%s.%N; }
-secs() { local s e; s=$(now); "$@" >/dev/null; e=$(now); echo "$e - $s" | bc -l; }
 # rpc BASE NAME PARAMS-JSON: one JSON-RPC call as the script makes it; its
 # result, or exit 1 on {"result": {"error": …}}.
 rpc() {

@@ -16,10 +16,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-if [ ! -x /usr/sbin/sshd ]; then
-  echo "installing openssh-server (for the baseline)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
-fi
+. bench/openssh.sh
 go build -o "$WORK/upgrade-server" ./cmd/upgrade-server
 
 DUMP="$OUT/upload-$SIZE.bin"
@@ -30,28 +27,7 @@ fi
 BYTES=$(stat -c %s "$DUMP")
 ssh-keygen -q -t ed25519 -N '' -f "$WORK/id_ed25519"
 SSHOPTS=(-i "$WORK/id_ed25519" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o LogLevel=ERROR)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# OpenSSH sshd, internal-sftp, throwaway config.
-SSHD_PORT=$(free_port)
-mkdir -p /run/sshd "$WORK/sshd"
-ssh-keygen -q -t ed25519 -N '' -f "$WORK/sshd/host_key"
-cp "$WORK/id_ed25519.pub" "$WORK/sshd/authorized_keys"
-cat > "$WORK/sshd/config" <<CFG
-Port $SSHD_PORT
-ListenAddress 127.0.0.1
-HostKey $WORK/sshd/host_key
-PidFile $WORK/sshd/pid
-AuthorizedKeysFile $WORK/sshd/authorized_keys
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-Subsystem sftp internal-sftp
-CFG
-/usr/sbin/sshd -D -f "$WORK/sshd/config" -E "$WORK/sshd/log" &
-pids+=($!)
+start_sshd "$WORK/id_ed25519.pub" "Subsystem sftp internal-sftp"
 
 # upgrade-server on its embedded PostgreSQL.
 SFTP_PORT=$(free_port)
@@ -60,12 +36,6 @@ SFTP_PORT=$(free_port)
 SPID=$!; pids+=($SPID)
 for _ in $(seq 1 600); do grep -q "sftp listening" "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done
 BASE=$(sed -n 's/.*http listening on //p' "$WORK/server.out")
-for _ in $(seq 1 50); do (echo > /dev/tcp/127.0.0.1/$SSHD_PORT) 2>/dev/null && break; sleep 0.1; done
-
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
-fresh_cache() { sync; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
-secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
 
 declare -A total
 growth_max=0
@@ -105,8 +75,15 @@ for i in $(seq 1 "$ROUNDS"); do
   t=$(secs sftp "${SSHOPTS[@]}" -P "$SFTP_PORT" -b <(echo "put $DUMP bench.dump") "user_$id@127.0.0.1")
   peak=$(hwm_kib "$SPID"); growth=$(( (peak - before) / 1024 )); [ "$growth" -gt "$growth_max" ] && growth_max=$growth
   row "$i" "upload   upgrade-server" "$t" "RSS +$growth MiB"
-  cmp -s "$DUMP" "$WORK/data/requests/$id/upload" || { echo "upgrade-server upload differs"; exit 1; }
-  ln "$WORK/data/requests/$id/upload" "$WORK/data/requests/$id/upgraded"
+  # The upload is stored under a name of its own (upload-<hex>), recorded
+  # with the request once the daemon has committed it.
+  up=
+  for _ in $(seq 1 100); do
+    up=$(psql -qXtA -h "$WORK/data/postgres-run" -U postgres upgrade -c "SELECT upload_name FROM requests WHERE id = $id")
+    [ -n "$up" ] && break; sleep 0.1
+  done
+  cmp -s "$DUMP" "$WORK/data/requests/$id/$up" || { echo "upgrade-server upload differs"; exit 1; }
+  ln "$WORK/data/requests/$id/$up" "$WORK/data/requests/$id/upgraded"
   psql -q -h "$WORK/data/postgres-run" -U postgres upgrade -c "UPDATE requests SET state = 'done' WHERE id = $id"
   fresh_cache
   before=$(rss_kib "$SPID"); echo 5 > "/proc/$SPID/clear_refs"
