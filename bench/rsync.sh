@@ -18,6 +18,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
+LABEL_WIDTH=40
 . bench/openssh.sh
 go build -o "$WORK/upgrade-server" ./cmd/upgrade-server
 
@@ -82,12 +83,6 @@ ssh_e() { # port known_hosts [ssh options]
   echo "ssh -p $port -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$kh -i $WORK/upgrade_ssh_key $*"
 }
 
-declare -A total
-growth_max=0
-row() { # round label seconds [extra]
-  printf '%-6s %-40s %8.2f %8.0f %s\n' "$1" "$2" "$3" "$(echo "$BYTES / 1048576 / $3" | bc -l)" "${4:-}"
-  total[$2]=$(echo "${total[$2]:-0} + $3" | bc -l)
-}
 declare -A extra
 
 echo "rsync: $BYTES bytes in $FILES files (pg_dump --format d), $(rsync --version | head -1 | cut -d' ' -f1-4), $(ssh -V 2>&1 | cut -d, -f1); $ROUNDS rounds; $(nproc) cores"
@@ -118,9 +113,9 @@ for i in $(seq 1 "$ROUNDS"); do
   t_start_up=$(echo "$e - $s" | bc -l)
   echo "$started" | jq -r .known_hosts > "$WORK/known_hosts"
   E=$(ssh_e "$(echo "$started" | jq -r .ssh_port)" "$WORK/known_hosts")
-  before=$(rss_kib "$SPID"); echo 5 > "/proc/$SPID/clear_refs"
+  rss_mark "$SPID"
   t=$(secs rsync "${UPOPTS[@]}" -e "$E" "$DUMP/" "odoo@$host:/data/origin.dump")
-  peak=$(hwm_kib "$SPID"); growth=$(( (peak - before) / 1024 )); [ "$growth" -gt "$growth_max" ] && growth_max=$growth
+  rss_growth "$SPID"
   row "$i" "upload   upgrade-server" "$t" "RSS +$growth MiB"
   s=$(now); rpc "$HTTPS" transfer/stop "$TOK" >/dev/null; e=$(now)
   t_stop=$(echo "$e - $s" | bc -l)
@@ -145,10 +140,10 @@ for i in $(seq 1 "$ROUNDS"); do
   name=$(echo "$started" | jq -r .dump_name)
   fresh_cache
   mkdir "$WORK/dl"
-  before=$(rss_kib "$SPID"); echo 5 > "/proc/$SPID/clear_refs"
+  rss_mark "$SPID"
   srcs=(); for n in "$name" filestore upgrade-report.html upgrade.log; do srcs+=("odoo@$host:/data/$n"); done
   t=$(secs rsync --info=progress2 --ignore-missing-args -a -e "$E" "${srcs[@]}" "$WORK/dl/")
-  peak=$(hwm_kib "$SPID"); growth=$(( (peak - before) / 1024 )); [ "$growth" -gt "$growth_max" ] && growth_max=$growth
+  rss_growth "$SPID"
   row "$i" "download upgrade-server" "$t" "RSS +$growth MiB"
   rpc "$HTTPS" transfer/stop "$TOK" >/dev/null
   same_tree "$DUMP" "$WORK/dl/$name" "the upgrade-server download"
@@ -157,15 +152,7 @@ for i in $(seq 1 "$ROUNDS"); do
   extra[start_down]="${extra[start_down]:-} $t_start_down"
   rm -rf "$WORK/dl" "$WORK/data/requests/$id"
 done
-mibs() { echo "$BYTES * $ROUNDS / 1048576 / ${total[$1]}" | bc -l; }
-echo
-printf '%-42s %8s\n' target "MiB/s (mean)"
-for k in "${!total[@]}"; do printf '%-42s %8.0f\n' "$k" "$(mibs "$k")"; done | sort
-for dir in "upload  " "download"; do
-  ours="$dir upgrade-server"; theirs="$dir openssh sshd"; gcm="$dir openssh sshd, aes128-gcm"
-  printf '%s upgrade-server / openssh (client defaults): %.2fx (target >= 0.90); / openssh with aes128-gcm: %.2fx\n' "$dir" \
-    "$(echo "${total[$theirs]} / ${total[$ours]}" | bc -l)" "$(echo "${total[$gcm]} / ${total[$ours]}" | bc -l)"
-done
+summary "openssh sshd"
 echo "transfer/start of an upload (s):${extra[start_up]}"
 echo "transfer/stop -> pending (s):${extra[stop]}"
 echo "transfer/start of a download (s):${extra[start_down]}"

@@ -16,6 +16,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
+LABEL_WIDTH=34
 . bench/openssh.sh
 go build -o "$WORK/upgrade-server" ./cmd/upgrade-server
 
@@ -36,13 +37,6 @@ SFTP_PORT=$(free_port)
 SPID=$!; pids+=($SPID)
 for _ in $(seq 1 600); do grep -q "sftp listening" "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done
 BASE=$(sed -n 's/.*http listening on //p' "$WORK/server.out")
-
-declare -A total
-growth_max=0
-row() { # round label seconds [extra]
-  printf '%-6s %-34s %8.2f %8.0f %s\n' "$1" "$2" "$3" "$(echo "$BYTES / 1048576 / $3" | bc -l)" "${4:-}"
-  total[$2]=$(echo "${total[$2]:-0} + $3" | bc -l)
-}
 
 echo "sftp: $BYTES bytes with OpenSSH $(ssh -V 2>&1 | cut -d, -f1) sftp -b, $ROUNDS rounds; $(nproc) cores"
 printf '%-6s %-34s %8s %8s\n' round target seconds MiB/s
@@ -71,9 +65,9 @@ for i in $(seq 1 "$ROUNDS"); do
   params="request=$id&key=$(jq -rn --arg k "$key" '$k|@uri')"
   curl -sS "$BASE/database/v1/request_sftp_access?$params" -F "ssh_keys=@$WORK/id_ed25519.pub" | jq -e '.failures == []' >/dev/null
   fresh_cache
-  before=$(rss_kib "$SPID"); echo 5 > "/proc/$SPID/clear_refs"
+  rss_mark "$SPID"
   t=$(secs sftp "${SSHOPTS[@]}" -P "$SFTP_PORT" -b <(echo "put $DUMP bench.dump") "user_$id@127.0.0.1")
-  peak=$(hwm_kib "$SPID"); growth=$(( (peak - before) / 1024 )); [ "$growth" -gt "$growth_max" ] && growth_max=$growth
+  rss_growth "$SPID"
   row "$i" "upload   upgrade-server" "$t" "RSS +$growth MiB"
   # The upload is stored under a name of its own (upload-<hex>), recorded
   # with the request once the daemon has committed it.
@@ -86,20 +80,12 @@ for i in $(seq 1 "$ROUNDS"); do
   ln "$WORK/data/requests/$id/$up" "$WORK/data/requests/$id/upgraded"
   psql -q -h "$WORK/data/postgres-run" -U postgres upgrade -c "UPDATE requests SET state = 'done' WHERE id = $id"
   fresh_cache
-  before=$(rss_kib "$SPID"); echo 5 > "/proc/$SPID/clear_refs"
+  rss_mark "$SPID"
   t=$(secs sftp "${SSHOPTS[@]}" -P "$SFTP_PORT" -b <(echo "get upgraded_bench.dump $WORK/download.bin") "user_$id@127.0.0.1")
-  peak=$(hwm_kib "$SPID"); growth=$(( (peak - before) / 1024 )); [ "$growth" -gt "$growth_max" ] && growth_max=$growth
+  rss_growth "$SPID"
   row "$i" "download upgrade-server" "$t" "RSS +$growth MiB"
   cmp -s "$DUMP" "$WORK/download.bin" || { echo "upgrade-server download differs"; exit 1; }
   rm -rf "$WORK/data/requests/$id" "$WORK/download.bin"
 done
-mibs() { echo "$BYTES * $ROUNDS / 1048576 / ${total[$1]}" | bc -l; }
-echo
-printf '%-36s %8s\n' target "MiB/s (mean)"
-for k in "${!total[@]}"; do printf '%-36s %8.0f\n' "$k" "$(mibs "$k")"; done | sort
-for dir in "upload  " "download"; do
-  ours="$dir upgrade-server"; theirs="$dir openssh sshd internal-sftp"; gcm="$dir openssh sshd, aes128-gcm"
-  printf '%s upgrade-server / openssh (client defaults): %.2fx (target >= 0.90); / openssh with aes128-gcm: %.2fx\n' "$dir" \
-    "$(echo "${total[$theirs]} / ${total[$ours]}" | bc -l)" "$(echo "${total[$gcm]} / ${total[$ours]}" | bc -l)"
-done
+summary "openssh sshd internal-sftp"
 echo "max server RSS growth during a transfer: $growth_max MiB (target <= 64)"
