@@ -460,11 +460,17 @@ func (t *transfer) finish(ctx context.Context, abandon string) {
 		ctx = context.WithoutCancel(ctx)
 		t.ep.Close()
 		t.stop()
-		tr.mu.Lock()
-		if tr.open[t.id] == t {
-			delete(tr.open, t.id)
-		}
-		tr.mu.Unlock()
+		// t stays open (and counted) until its outcome is recorded: a
+		// transfer/start meanwhile waits for it in finish rather than
+		// opening a second endpoint on the folder being committed, and a
+		// second transfer/stop waits for the same outcome.
+		defer func() {
+			tr.mu.Lock()
+			if tr.open[t.id] == t {
+				delete(tr.open, t.id)
+			}
+			tr.mu.Unlock()
+		}()
 		res := t.ep.Result()
 		t.mu.Lock()
 		killed, clear := t.killed, t.clear

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -62,20 +61,11 @@ func TestTransferCap(t *testing.T) {
 	if _, err := exec.LookPath("rsync"); err != nil {
 		t.Skip("rsync is not installed")
 	}
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	host, _ := gossh.NewSignerFromKey(priv)
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	rs, err := rsyncd.New(logger, rsyncd.Config{HostSigners: []gossh.Signer{host}, ListenHost: "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Close()
+	rs, client := testEndpoints(t)
 	const max = 3
-	a := New(logger, Config{Requests: slowRequests{}, Folders: tempFolders{t.TempDir()}, Rsync: rs, MaxTransfers: max,
-		TransferLease: time.Hour})
+	a := New(slog.New(slog.DiscardHandler), Config{Requests: slowRequests{}, Folders: tempFolders{t.TempDir()}, Rsync: rs,
+		MaxTransfers: max, TransferLease: time.Hour})
 	defer a.tr.closeAll()
-	_, cpriv, _ := ed25519.GenerateKey(rand.Reader)
-	client, _ := gossh.NewSignerFromKey(cpriv)
 
 	var mu sync.Mutex
 	var ports []int
@@ -117,6 +107,81 @@ func TestTransferCap(t *testing.T) {
 	if open > max || listening != open || len(ports) == 0 || capped == 0 {
 		t.Fatalf("%d transfers open (cap %d), %d endpoints listening; %d starts opened one, %d were capped, %d busy",
 			open, max, listening, len(ports), capped, busy)
+	}
+}
+
+// testEndpoints returns an rsync endpoint server on loopback, closed at
+// cleanup, and a client key.
+func testEndpoints(t *testing.T) (*rsyncd.Server, gossh.Signer) {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	host, _ := gossh.NewSignerFromKey(priv)
+	rs, err := rsyncd.New(slog.New(slog.DiscardHandler), rsyncd.Config{HostSigners: []gossh.Signer{host}, ListenHost: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Close() })
+	_, cpriv, _ := ed25519.GenerateKey(rand.Reader)
+	client, _ := gossh.NewSignerFromKey(cpriv)
+	return rs, client
+}
+
+// recordingRequests holds FinishTransfer until release is closed, as a
+// long recording of an upload (a large dump hashed) holds transfer/stop.
+type recordingRequests struct {
+	slowRequests
+	finishing chan struct{} // one value when a FinishTransfer began
+	release   chan struct{}
+}
+
+func (r recordingRequests) FinishTransfer(ctx context.Context, id int64, owner, outcome, msg string) error {
+	select {
+	case r.finishing <- struct{}{}:
+	default:
+	}
+	<-r.release
+	return nil
+}
+
+// TestStartWaitsForTheRecording: a transfer/start while the same
+// request's transfer/stop still records the upload (the script timed out
+// on a large dump and was run again) waits for that outcome, and does
+// not open a second endpoint on the folder being committed.
+func TestStartWaitsForTheRecording(t *testing.T) {
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
+	rs, client := testEndpoints(t)
+	reqs := recordingRequests{finishing: make(chan struct{}, 1), release: make(chan struct{})}
+	a := New(slog.New(slog.DiscardHandler), Config{Requests: reqs, Folders: tempFolders{t.TempDir()}, Rsync: rs,
+		MaxTransfers: 4, TransferLease: time.Hour})
+	defer a.tr.closeAll()
+	ctx := context.Background()
+	req, allowed := store.Request{ID: 7, State: store.StateDraft}, []store.State{store.StateDraft}
+	first, err := a.tr.start(ctx, req, store.DirectionUpload, client.PublicKey(), allowed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go first.finish(ctx, "") // transfer/stop
+	<-reqs.finishing
+	started := make(chan error, 1)
+	go func() {
+		_, err := a.tr.start(ctx, req, store.DirectionUpload, client.PublicKey(), allowed)
+		started <- err
+	}()
+	select {
+	case err := <-started:
+		close(reqs.release)
+		t.Fatalf("transfer/start answered (%v) while the previous transfer's outcome was being recorded", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(reqs.release)
+	if err := <-started; err != nil {
+		t.Fatalf("transfer/start after the recording: %v", err)
+	}
+	<-first.done
+	if first.outcome != "failed" || !strings.Contains(first.msg, "No rsync reached") {
+		t.Fatalf("the first transfer ended %s: %s", first.outcome, first.msg)
 	}
 }
 
