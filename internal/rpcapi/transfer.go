@@ -53,6 +53,8 @@ type transfers struct {
 	// per request, each holding a place under Config.MaxTransfers until
 	// its transfer is open (or it failed).
 	starting map[int64]bool
+	// closed is set at shutdown: no transfer opens after it.
+	closed bool
 }
 
 // transfer is one open endpoint and what watches it.
@@ -150,6 +152,12 @@ func (tr *transfers) start(ctx context.Context, req store.Request, d store.Direc
 			return nil, errBusy
 		}
 		old.finish(context.WithoutCancel(ctx), "a new transfer replaced this one")
+		tr.mu.Lock()
+		closed := tr.closed
+		tr.mu.Unlock()
+		if closed {
+			return nil, errShuttingDown
+		}
 	}
 	var dir string
 	var err error
@@ -190,9 +198,17 @@ func (tr *transfers) start(ctx context.Context, req store.Request, d store.Direc
 	kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	t := &transfer{id: req.ID, direction: d, ep: ep, dir: dir, stop: stop, done: make(chan struct{}), owner: tr}
 	tr.mu.Lock()
-	tr.open[req.ID] = t
+	closed := tr.closed
+	if !closed {
+		tr.open[req.ID] = t
+	}
 	delete(tr.starting, req.ID)
 	tr.mu.Unlock()
+	if closed {
+		// closeAll has run: this one would outlive it, open.
+		t.finish(ctx, "the server is shutting down")
+		return nil, errShuttingDown
+	}
 	go tr.watch(kctx, t, allowed)
 	a.logger.Info("transfer opened", "request_id", req.ID, "direction", d, "port", ep.Port())
 	return t, nil
@@ -211,6 +227,8 @@ func (tr *transfers) placesTaken() int {
 }
 
 var errBusy = refuse("Another transfer of this request is running; wait for it to end.")
+
+var errShuttingDown = refuse("The server is shutting down; run the command again in a moment.")
 
 // fillDownload puts the upgraded dump, the filestore, the report and the
 // log in dir, as the client pulls them.
@@ -421,9 +439,12 @@ func (tr *transfers) stopRequested(id int64) {
 }
 
 // closeAll stops this process's transfers (shutdown): uploads are not
-// recorded, the client runs again.
+// recorded, the client runs again; no transfer opens after it. It waits
+// at most shutdownWait: a transfer/stop recording a large upload goes on
+// until the process ends, and what it leaves half-committed is swept.
 func (tr *transfers) closeAll() {
 	tr.mu.Lock()
+	tr.closed = true
 	all := make([]*transfer, 0, len(tr.open))
 	for _, t := range tr.open {
 		all = append(all, t)
@@ -433,8 +454,16 @@ func (tr *transfers) closeAll() {
 	for _, t := range all {
 		wg.Go(func() { t.finish(context.Background(), "the server is shutting down") })
 	}
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(shutdownWait):
+	}
 }
+
+// shutdownWait bounds closeAll (a variable for tests).
+var shutdownWait = 20 * time.Second
 
 func answerOf(outcome, msg string) (any, error) {
 	if outcome != "ok" {

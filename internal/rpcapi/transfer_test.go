@@ -185,6 +185,52 @@ func TestStartWaitsForTheRecording(t *testing.T) {
 	}
 }
 
+// TestShutdownDuringTheRecording: closeAll does not wait past its bound
+// for a transfer/stop that records a large upload, and a transfer/start
+// that waited for that recording opens nothing once closeAll has run.
+func TestShutdownDuringTheRecording(t *testing.T) {
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
+	defer func(d time.Duration) { shutdownWait = d }(shutdownWait)
+	shutdownWait = 100 * time.Millisecond
+	rs, client := testEndpoints(t)
+	reqs := recordingRequests{finishing: make(chan struct{}, 1), release: make(chan struct{})}
+	a := New(slog.New(slog.DiscardHandler), Config{Requests: reqs, Folders: tempFolders{t.TempDir()}, Rsync: rs,
+		MaxTransfers: 4, TransferLease: time.Hour})
+	ctx := context.Background()
+	req, allowed := store.Request{ID: 7, State: store.StateDraft}, []store.State{store.StateDraft}
+	first, err := a.tr.start(ctx, req, store.DirectionUpload, client.PublicKey(), allowed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go first.finish(ctx, "")
+	<-reqs.finishing
+	started := make(chan error, 1)
+	go func() {
+		_, err := a.tr.start(ctx, req, store.DirectionUpload, client.PublicKey(), allowed)
+		started <- err
+	}()
+	closed := make(chan struct{})
+	go func() { a.tr.closeAll(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		close(reqs.release)
+		t.Fatal("closeAll waited for the recording past its bound")
+	}
+	close(reqs.release)
+	if err := <-started; !errors.Is(err, errShuttingDown) {
+		t.Fatalf("transfer/start after closeAll: %v, want %v", err, errShuttingDown)
+	}
+	a.tr.mu.Lock()
+	open := len(a.tr.open)
+	a.tr.mu.Unlock()
+	if open != 0 {
+		t.Fatalf("%d transfers open after closeAll", open)
+	}
+}
+
 // TestTreeUsage: every entry of an upload folder counts (a folder of empty
 // folders is not free), and the walk stops once past a bound.
 func TestTreeUsage(t *testing.T) {

@@ -273,8 +273,6 @@ func (e *Endpoint) run(ch gossh.Channel, c *command, s *session, logger *slog.Lo
 		pipes[i], pipes[i+1] = r, w
 	}
 	stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW := pipes[0], pipes[1], pipes[2], pipes[3], pipes[4], pipes[5]
-	growPipe(stdoutR)
-	growPipe(stdinW)
 	cmd := &exec.Cmd{
 		Path:   shell,
 		Args:   limited(e.s.rsync, e.argv(c)),
