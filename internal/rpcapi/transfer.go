@@ -520,7 +520,7 @@ func (t *transfer) finish(ctx context.Context, abandon string) {
 			t.outcome, t.msg = "failed", "The upload did not complete ("+scrub(res.Err, t.dir)+"); run the same command "+
 				"again: rsync sends only what is missing."
 		default:
-			if err := a.record(ctx, t, res.Paths); err != nil {
+			if err := a.leased(ctx, t.id, func() error { return a.record(ctx, t, res.Paths) }); err != nil {
 				var ref *refusal
 				if !errors.As(err, &ref) {
 					reference := token.Hex(6)
@@ -547,6 +547,27 @@ func (t *transfer) finish(ctx context.Context, abandon string) {
 			"sessions", res.Sessions, "bytes_in", res.BytesIn, "bytes_out", res.BytesOut)
 	})
 	<-t.done
+}
+
+// leased runs fn (the recording of an upload: a large dump takes longer
+// than the lease) with the transfer's lease of request id renewed, so that
+// the other front ends do not take the transfer for lost meanwhile.
+func (a *API) leased(ctx context.Context, id int64, fn func() error) error {
+	kctx, stop := context.WithCancel(ctx)
+	var keeper sync.WaitGroup
+	defer keeper.Wait() // no renewal after the outcome is written
+	defer stop()
+	keeper.Go(func() {
+		store.KeepLease(kctx, a.cfg.TransferLease/3,
+			func(ctx context.Context) error {
+				return a.cfg.Requests.RenewTransfer(ctx, id, a.cfg.Owner, a.cfg.TransferLease)
+			},
+			func(err error) {
+				a.logger.Warn("a transfer's lease was lost while its upload was recorded", "request_id", id)
+			},
+			func(err error) { a.logger.Warn("renew a transfer's lease", "request_id", id, "err", err) })
+	})
+	return fn()
 }
 
 // record stores what the upload wrote (the last rsync's destination) as

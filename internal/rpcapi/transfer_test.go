@@ -231,6 +231,44 @@ func TestShutdownDuringTheRecording(t *testing.T) {
 	}
 }
 
+// renewingRequests counts RenewTransfer calls.
+type renewingRequests struct {
+	slowRequests
+	renewed chan int64
+}
+
+func (r renewingRequests) RenewTransfer(ctx context.Context, id int64, owner string, lease time.Duration) error {
+	select {
+	case r.renewed <- id:
+	default:
+	}
+	return nil
+}
+
+// TestLeasedWhileRecording: the transfer's lease is renewed while an
+// upload is recorded (hashing a large dump takes longer than the lease,
+// and another front end would take the transfer for lost).
+func TestLeasedWhileRecording(t *testing.T) {
+	reqs := renewingRequests{renewed: make(chan int64)}
+	a := New(slog.New(slog.DiscardHandler), Config{Requests: reqs, TransferLease: 30 * time.Millisecond})
+	err := a.leased(context.Background(), 9, func() error {
+		for range 3 {
+			select {
+			case id := <-reqs.renewed:
+				if id != 9 {
+					return fmt.Errorf("renewed the lease of request %d", id)
+				}
+			case <-time.After(10 * time.Second):
+				return errors.New("the lease was not renewed while the upload was recorded")
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestTreeUsage: every entry of an upload folder counts (a folder of empty
 // folders is not free), and the walk stops once past a bound.
 func TestTreeUsage(t *testing.T) {
