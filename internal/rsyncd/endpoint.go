@@ -14,6 +14,8 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/upgrade-server/upgrade-server/internal/sshauth"
 )
 
 // sshUser is the only login name, the client's default.
@@ -254,7 +256,7 @@ func (e *Endpoint) acceptLoop() {
 			full := !e.stopped
 			e.mu.Unlock()
 			if full {
-				e.logger.Info("connection refused: too many open", "remote", remoteHost(c.RemoteAddr()))
+				e.logger.Info("connection refused: too many open", "remote", sshauth.RemoteHost(c.RemoteAddr()))
 			}
 			c.Close()
 			continue
@@ -283,13 +285,13 @@ func (e *Endpoint) connClosed(c net.Conn) {
 // authenticate lets in user odoo with the transfer's key, and nothing
 // else. Failures from one address are slowed down.
 func (e *Endpoint) authenticate(meta gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
-	host := remoteHost(meta.RemoteAddr())
-	e.s.limiter.wait(e.closing, host)
+	host := sshauth.RemoteHost(meta.RemoteAddr())
+	e.s.limiter.Wait(e.closing, host)
 	if meta.User() == sshUser && subtle.ConstantTimeCompare(key.Marshal(), e.t.Key.Marshal()) == 1 {
-		e.s.limiter.succeed(host)
+		e.s.limiter.Succeed(host)
 		return &gossh.Permissions{}, nil
 	}
-	e.s.limiter.fail(host)
+	e.s.limiter.Fail(host)
 	e.logger.Info("ssh authentication refused", "remote", host, "user", truncate(printable(meta.User()), 64))
 	return nil, errors.New("refused")
 }
@@ -304,11 +306,11 @@ func (e *Endpoint) serveConn(c net.Conn) {
 	c.SetDeadline(time.Now().Add(e.s.cfg.LoginGrace))
 	sc, chans, reqs, err := gossh.NewServerConn(dc, e.sshCfg)
 	if err != nil {
-		e.logger.Debug("ssh handshake failed", "remote", remoteHost(c.RemoteAddr()), "err", err)
+		e.logger.Debug("ssh handshake failed", "remote", sshauth.RemoteHost(c.RemoteAddr()), "err", err)
 		return
 	}
 	dc.setIdle(4 * e.s.cfg.ClientAlive)
-	logger := e.logger.With("remote", remoteHost(c.RemoteAddr()))
+	logger := e.logger.With("remote", sshauth.RemoteHost(c.RemoteAddr()))
 	logger.Debug("ssh connection")
 	gone := make(chan struct{})
 	var cwg sync.WaitGroup
@@ -379,15 +381,4 @@ func (c *deadlineConn) Read(p []byte) (int, error) {
 		}
 	}
 	return c.Conn.Read(p)
-}
-
-func remoteHost(a net.Addr) string {
-	if a == nil {
-		return ""
-	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return host
 }

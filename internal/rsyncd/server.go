@@ -18,6 +18,8 @@ import (
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/upgrade-server/upgrade-server/internal/sshauth"
 )
 
 // Direction says which way an endpoint's files go.
@@ -128,10 +130,12 @@ func DefaultCiphers() []string { return []string{"aes128-gcm@openssh.com", "aes2
 // Server opens per-transfer rsync endpoints. Its methods are safe for
 // concurrent use.
 type Server struct {
-	logger  *slog.Logger
-	cfg     Config
-	rsync   string // the rsync binary's path
-	limiter *authLimiter
+	logger *slog.Logger
+	cfg    Config
+	rsync  string // the rsync binary's path
+	// limiter serves every endpoint: a client cannot reset its count of
+	// failed logins by trying another port.
+	limiter *sshauth.Limiter
 
 	mu        sync.Mutex
 	closed    bool
@@ -198,7 +202,7 @@ func New(logger *slog.Logger, cfg Config) (*Server, error) {
 		logger:    logger.With("component", "rsyncd"),
 		cfg:       cfg,
 		rsync:     path,
-		limiter:   newAuthLimiter(),
+		limiter:   sshauth.NewLimiter(),
 		endpoints: map[*Endpoint]struct{}{},
 		ports:     map[int]bool{},
 	}

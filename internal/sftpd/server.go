@@ -21,6 +21,7 @@ import (
 	"github.com/upgrade-server/upgrade-server/internal/fault"
 	"github.com/upgrade-server/upgrade-server/internal/files"
 	"github.com/upgrade-server/upgrade-server/internal/metrics"
+	"github.com/upgrade-server/upgrade-server/internal/sshauth"
 	"github.com/upgrade-server/upgrade-server/internal/store"
 )
 
@@ -108,7 +109,7 @@ type Server struct {
 	requests RequestStore
 	cfg      Config
 	srv      *ssh.Server
-	limiter  *authLimiter
+	limiter  *sshauth.Limiter
 	gate     *startupGate
 
 	mu        sync.Mutex
@@ -150,7 +151,7 @@ func New(logger *slog.Logger, requests RequestStore, cfg Config) (*Server, error
 	if cfg.MaxStartupsPerAddress == 0 {
 		cfg.MaxStartupsPerAddress = 10
 	}
-	s := &Server{logger: logger.With("component", "sftpd"), requests: requests, cfg: cfg, limiter: newAuthLimiter(),
+	s := &Server{logger: logger.With("component", "sftpd"), requests: requests, cfg: cfg, limiter: sshauth.NewLimiter(),
 		writers: map[string]*writeHandle{}}
 	s.gate = &startupGate{max: cfg.MaxStartups, maxPerHost: cfg.MaxStartupsPerAddress, perHost: map[string]int{},
 		logger: s.logger}
@@ -235,7 +236,7 @@ func (s *Server) Close() error {
 // their caps, and closes it when it has not authenticated within the
 // login grace time.
 func (s *Server) admit(ctx ssh.Context, conn net.Conn) net.Conn {
-	host := remoteHost(conn.RemoteAddr())
+	host := sshauth.RemoteHost(conn.RemoteAddr())
 	if !s.gate.enter(host) {
 		return nil // gliderlabs closes it
 	}
@@ -388,18 +389,18 @@ var loginStates = []store.State{store.StateDraft, store.StateQueued, store.State
 // it for that request, the grant has not expired and the state allows SFTP.
 // Failures from one address are slowed down.
 func (s *Server) authenticate(ctx ssh.Context, key ssh.PublicKey) bool {
-	host := remoteHost(ctx.RemoteAddr())
-	s.limiter.wait(ctx, host)
+	host := sshauth.RemoteHost(ctx.RemoteAddr())
+	s.limiter.Wait(ctx.Done(), host)
 	id, ok := parseUser(ctx.User())
 	if ok {
 		ok = s.allowed(ctx, id, key)
 	}
 	if !ok {
-		s.limiter.fail(host)
+		s.limiter.Fail(host)
 		s.logger.Info("ssh authentication refused", "remote", host, "user", truncate(ctx.User(), 64))
 		return false
 	}
-	s.limiter.succeed(host)
+	s.limiter.Succeed(host)
 	ctx.SetValue(requestIDKey, id)
 	return true
 }
@@ -442,7 +443,7 @@ func (s *Server) handleSession(srv *ssh.Server, conn *gossh.ServerConn, newChan 
 	if err != nil {
 		return
 	}
-	logger := s.logger.With("request_id", id, "remote", remoteHost(ctx.RemoteAddr()))
+	logger := s.logger.With("request_id", id, "remote", sshauth.RemoteHost(ctx.RemoteAddr()))
 	var wg sync.WaitGroup
 	started := false
 	for req := range reqs {
@@ -536,99 +537,11 @@ func (s *Server) serveSFTP(ctx context.Context, ch io.ReadWriteCloser, id int64,
 	return 0
 }
 
-func remoteHost(a net.Addr) string {
-	if a == nil {
-		return ""
-	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return host
-}
-
 func truncate(s string, n int) string {
 	if len(s) > n {
 		return s[:n] + "…"
 	}
 	return s
-}
-
-// authLimiter slows down authentication from addresses that keep failing:
-// the first three failures are free, then each attempt waits 250 ms,
-// doubling up to 5 s; a success or ten quiet minutes forget the address.
-type authLimiter struct {
-	mu       sync.Mutex
-	failures map[string]*failures
-}
-
-type failures struct {
-	n    int
-	last time.Time
-}
-
-func newAuthLimiter() *authLimiter { return &authLimiter{failures: map[string]*failures{}} }
-
-const (
-	freeFailures = 3
-	maxAuthDelay = 5 * time.Second
-	forgetAfter  = 10 * time.Minute
-	maxTracked   = 100000
-)
-
-func (l *authLimiter) delay(host string) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f := l.failures[host]
-	if f == nil || time.Since(f.last) > forgetAfter || f.n < freeFailures {
-		return 0
-	}
-	d := 250 * time.Millisecond << min(f.n-freeFailures, 8)
-	return min(d, maxAuthDelay)
-}
-
-func (l *authLimiter) wait(ctx context.Context, host string) {
-	d := l.delay(host)
-	if d == 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
-
-func (l *authLimiter) fail(host string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.failures) >= maxTracked {
-		for h, f := range l.failures {
-			if time.Since(f.last) > forgetAfter {
-				delete(l.failures, h)
-			}
-		}
-	}
-	f := l.failures[host]
-	if f == nil {
-		if len(l.failures) >= maxTracked {
-			return
-		}
-		f = &failures{}
-		l.failures[host] = f
-	}
-	if time.Since(f.last) > forgetAfter {
-		f.n = 0
-	}
-	f.n++
-	f.last = time.Now()
-}
-
-func (l *authLimiter) succeed(host string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.failures, host)
 }
 
 // faulty applies injected SFTP faults to a session: a disconnect after

@@ -1,38 +1,38 @@
-package rsyncd
+package sshauth
 
 import (
 	"testing"
 	"time"
 )
 
-func TestAuthLimiter(t *testing.T) {
+func TestLimiter(t *testing.T) {
 	t.Parallel()
-	l := newAuthLimiter()
+	l := NewLimiter()
 	now := l.now()
 	l.now = func() time.Time { return now }
 	for i := range freeFailures {
-		if d := l.delay("h"); d != 0 {
+		if d := l.Delay("h"); d != 0 {
 			t.Fatalf("after %d failures delay = %v, want 0", i, d)
 		}
-		l.fail("h")
+		l.Fail("h")
 	}
 	want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}
 	for _, w := range want {
-		if d := l.delay("h"); d != w {
+		if d := l.Delay("h"); d != w {
 			t.Fatalf("delay = %v, want %v", d, w)
 		}
-		l.fail("h")
+		l.Fail("h")
 	}
-	if d := l.delay("other"); d != 0 {
+	if d := l.Delay("other"); d != 0 {
 		t.Errorf("another address waits %v", d)
 	}
 	now = now.Add(forgetAfter + time.Second)
-	if d := l.delay("h"); d != 0 {
+	if d := l.Delay("h"); d != 0 {
 		t.Errorf("after ten quiet minutes delay = %v", d)
 	}
-	l.fail("h")
-	l.succeed("h")
-	if d := l.delay("h"); d != 0 {
+	l.Fail("h")
+	l.Succeed("h")
+	if d := l.Delay("h"); d != 0 {
 		t.Errorf("after a success delay = %v", d)
 	}
 }
