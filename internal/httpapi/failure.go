@@ -65,9 +65,9 @@ func requestNotFound() failure {
 func stateFailure(e *store.StateError) failure {
 	want := make([]string, len(e.Want))
 	for i, s := range e.Want {
-		want[i] = v1State(s)
+		want[i] = s.V1()
 	}
-	cur := v1State(e.Current)
+	cur := e.Current.V1()
 	return failure{
 		Reason:   reasonStateInvalid,
 		Message:  fmt.Sprintf("The request is %s; this needs it to be %s", cur, strings.Join(want, " or ")),

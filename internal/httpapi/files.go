@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -96,17 +95,11 @@ func pathRequest(ctx context.Context, r *http.Request, requests RequestStore, l 
 	if !ok {
 		return store.Request{}, false, nil
 	}
-	req, err := requests.Request(ctx, id)
+	req, err := store.RequestByKey(ctx, requests, id, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.Request{}, false, nil
 	}
-	if err != nil {
-		return store.Request{}, false, err
-	}
-	if subtle.ConstantTimeCompare([]byte(req.Key), []byte(key)) != 1 {
-		return store.Request{}, false, nil
-	}
-	return req, true, nil
+	return req, err == nil, err
 }
 
 // handleArtifact streams a request's file with http.ServeContent (Range,

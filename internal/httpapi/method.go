@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"io"
 	"log/slog"
@@ -143,15 +142,12 @@ func authenticate(ctx context.Context, requests RequestStore, p params) (store.R
 	if probs != nil {
 		return store.Request{}, fromProblems(probs), nil
 	}
-	req, err := requests.Request(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
+	req, err := store.RequestByKey(ctx, requests, id, key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		return store.Request{}, []failure{requestNotFound()}, nil
-	}
-	if err != nil {
+	case err != nil:
 		return store.Request{}, nil, err
-	}
-	if subtle.ConstantTimeCompare([]byte(req.Key), []byte(key)) != 1 {
-		return store.Request{}, []failure{requestNotFound()}, nil
 	}
 	return req, nil, nil
 }

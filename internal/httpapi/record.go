@@ -45,18 +45,6 @@ type wireRequest struct {
 	MigratedSQLURL  string   `json:"migrated_sql_url"`
 }
 
-// v1State renders a stored state in v1's vocabulary (README, "The request
-// record").
-func v1State(s store.State) string {
-	switch s {
-	case store.StateQueued:
-		return "pending"
-	case store.StateFailed:
-		return "invalid"
-	}
-	return string(s)
-}
-
 // issueStage renders the state as the stage of the platform's issue.
 func issueStage(s store.State) string {
 	switch s {
@@ -95,7 +83,7 @@ func (rc recorder) record(r store.Request) wireRequest {
 	o := rc.links
 	w := wireRequest{
 		ID: r.ID, Key: r.Key, Email: r.Email, Target: r.Target, Aim: r.Aim, Filename: input.ShownName(r.Filename),
-		Timezone: r.Timezone, State: v1State(r.State), IssueStage: issueStage(r.State), Issue: r.Issue,
+		Timezone: r.Timezone, State: r.State.V1(), IssueStage: issueStage(r.State), Issue: r.Issue,
 		StatusURL:       o.url(r, "status"),
 		NotesURL:        o.url(r, "upgraded/notes"),
 		OriginalSQLURL:  o.url(r, "original/sql"),

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"slices"
@@ -25,6 +26,19 @@ const (
 	StateFailed     State = "failed"     // stopped with a reason for the customer
 	StateCancelled  State = "cancelled"  // stopped by an operator
 )
+
+// V1 is the state in the v1 API's vocabulary, which its record, its
+// failures and the status page show: queued is "pending", failed is
+// "invalid", every other state keeps its name.
+func (s State) V1() string {
+	switch s {
+	case StateQueued:
+		return "pending"
+	case StateFailed:
+		return "invalid"
+	}
+	return string(s)
+}
 
 // Sentinel errors. Match them with errors.Is.
 var (
@@ -431,4 +445,24 @@ func (s *Store) CountStatusPoll(ctx context.Context, id int64) error {
 		return fmt.Errorf("store: count poll %d: %w", id, err)
 	}
 	return nil
+}
+
+// RequestGetter reads a request by id (*Store, and the narrower interfaces
+// of the fronts).
+type RequestGetter interface {
+	Request(ctx context.Context, id int64) (Request, error)
+}
+
+// RequestByKey returns request id when key is its key. An unknown id and a
+// wrong key both give ErrNotFound, so that ids cannot be probed, and keys
+// are compared in constant time.
+func RequestByKey(ctx context.Context, g RequestGetter, id int64, key string) (Request, error) {
+	req, err := g.Request(ctx, id)
+	if err != nil {
+		return Request{}, err
+	}
+	if subtle.ConstantTimeCompare([]byte(req.Key), []byte(key)) != 1 {
+		return Request{}, ErrNotFound
+	}
+	return req, nil
 }

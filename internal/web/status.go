@@ -2,7 +2,6 @@ package web
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,17 +117,11 @@ func (p *Pages) pathRequest(ctx context.Context, r *http.Request) (store.Request
 	if !ok {
 		return store.Request{}, false, nil
 	}
-	req, err := p.cfg.Requests.Request(ctx, id)
+	req, err := store.RequestByKey(ctx, p.cfg.Requests, id, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.Request{}, false, nil
 	}
-	if err != nil {
-		return store.Request{}, false, err
-	}
-	if subtle.ConstantTimeCompare([]byte(req.Key), []byte(key)) != 1 {
-		return store.Request{}, false, nil
-	}
-	return req, true, nil
+	return req, err == nil, err
 }
 
 // logLimit is how many log lines the page shows (the newest).
@@ -211,22 +204,10 @@ var stateWords = map[store.State][2]string{
 	store.StateCancelled:  {"Cancelled", "The request was cancelled."},
 }
 
-// v1State is a stored state in the API's words (README, "The request
-// record").
-func v1State(s store.State) string {
-	switch s {
-	case store.StateQueued:
-		return "pending"
-	case store.StateFailed:
-		return "invalid"
-	}
-	return string(s)
-}
-
 func (p *Pages) statusView(ctx context.Context, req store.Request, after int64) (statusView, error) {
 	now := p.cfg.NowFunc()
 	words := stateWords[req.State]
-	v := statusView{ID: req.ID, State: v1State(req.State), Label: words[0], Explain: words[1],
+	v := statusView{ID: req.ID, State: req.State.V1(), Label: words[0], Explain: words[1],
 		Draft: req.State == store.StateDraft, Uploaded: req.UploadCompletedAt != nil && req.State == store.StateDraft,
 		HostKeys: p.cfg.SFTP.HostKeys, FormPath: p.base + "/"}
 	statusPath := p.statusPath(req.ID, req.Key)
