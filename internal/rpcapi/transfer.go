@@ -393,10 +393,9 @@ func (a *API) transferStop(ctx context.Context, req store.Request, p params) (an
 		return nil, refuse("No transfer of this request is open.")
 	case err != nil:
 		return nil, err
-	case rec.Outcome != "":
-		return answerOf(rec.Outcome, rec.Error)
-	case !rec.Live:
-		return nil, refuse("The transfer was lost (the server that ran it stopped); run the command again.")
+	}
+	if ans, done, err := ended(rec); done {
+		return ans, err
 	}
 	if _, err := a.cfg.Requests.RequestTransferStop(ctx, req.ID); err != nil && !errors.Is(err, store.ErrNoTransfer) {
 		return nil, err
@@ -411,16 +410,28 @@ func (a *API) transferStop(ctx context.Context, req store.Request, p params) (an
 		case <-time.After(100 * time.Millisecond):
 		}
 		rec, err := a.cfg.Requests.TransferOf(ctx, req.ID)
-		switch {
-		case err != nil:
+		if err != nil {
 			return nil, err
-		case rec.Outcome != "":
-			return answerOf(rec.Outcome, rec.Error)
-		case !rec.Live:
-			return nil, refuse("The transfer was lost (the server that ran it stopped); run the command again.")
+		}
+		if ans, done, err := ended(rec); done {
+			return ans, err
 		}
 	}
 	return nil, refuse("The transfer is still being stopped; ask its status again in a minute.")
+}
+
+// ended answers transfer/stop for a transfer another process ran, once it
+// has ended (its outcome) or was lost (its process stopped); done is
+// false while it runs.
+func ended(rec store.Transfer) (ans any, done bool, err error) {
+	switch {
+	case rec.Outcome != "":
+		ans, err = answerOf(rec.Outcome, rec.Error)
+		return ans, true, err
+	case !rec.Live:
+		return nil, true, refuse("The transfer was lost (the server that ran it stopped); run the command again.")
+	}
+	return nil, false, nil
 }
 
 // stopWait is how long transfer/stop waits for another process to stop a
