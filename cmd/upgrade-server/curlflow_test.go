@@ -3,9 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,39 +87,9 @@ func TestREADMEShowsTheCurlFlow(t *testing.T) {
 // cleanup, and returns its URL.
 func smallDatabase(t *testing.T) string {
 	t.Helper()
-	base, err := url.Parse(pgtest.BaseURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "curlflow_" + hex.EncodeToString(b)
+	u := newDatabase(t, "curlflow")
 	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, base.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, base.String())
-		if err != nil {
-			t.Errorf("drop %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop %s: %v", name, err)
-		}
-	})
-	u := *base
-	u.Path = "/" + name
-	q := u.Query()
-	q.Del("search_path")
-	u.RawQuery = q.Encode()
-	db, err := pgx.Connect(ctx, u.String())
+	db, err := pgx.Connect(ctx, u)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,5 +104,5 @@ func smallDatabase(t *testing.T) string {
 		INSERT INTO res_partner (name) VALUES ('Azure Interior')`); err != nil {
 		t.Fatal(err)
 	}
-	return u.String()
+	return u
 }
